@@ -1,0 +1,53 @@
+/**
+ * Where key state lives. Shaped like express-rate-limit's Store: a small
+ * interface, a memory default, other stores (Redis) as separate modules.
+ *
+ * Reads are synchronous on purpose: selection runs on every request and must
+ * not wait on I/O, so a shared store keeps a local view and reads from it.
+ * The store applies the rules (a longer cooldown wins; a disabled key ignores
+ * cooldowns) so that a shared store can apply them atomically.
+ */
+
+export interface KeyState {
+  /** Epoch milliseconds until which the key is cooling down; 0 when it is not. */
+  cooldownUntil: number;
+  /** Out of the pool until enabled again. */
+  disabled: boolean;
+}
+
+export interface KeyStateStore {
+  /** The state of a key, or undefined for a key the store has never seen (available). */
+  get(id: string): KeyState | undefined;
+  /** Cool the key until `until` (epoch ms) unless it already cools longer or is disabled. */
+  markRateLimited(id: string, until: number): void;
+  /** Take the key out of the pool until `enable(id)`. */
+  markDisabled(id: string): void;
+  /** Put the key back: not disabled, not cooling. */
+  enable(id: string): void;
+}
+
+/** The default store: state in this process only. */
+export class MemoryKeyStateStore implements KeyStateStore {
+  private readonly states = new Map<string, KeyState>();
+
+  get(id: string): KeyState | undefined {
+    return this.states.get(id);
+  }
+
+  markRateLimited(id: string, until: number): void {
+    const state = this.states.get(id);
+    if (!state) {
+      this.states.set(id, { cooldownUntil: until, disabled: false });
+    } else if (!state.disabled && until > state.cooldownUntil) {
+      state.cooldownUntil = until;
+    }
+  }
+
+  markDisabled(id: string): void {
+    this.states.set(id, { cooldownUntil: 0, disabled: true });
+  }
+
+  enable(id: string): void {
+    this.states.delete(id);
+  }
+}

@@ -1,0 +1,174 @@
+import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Dispatcher } from 'undici';
+import type { ResponseHeaders } from './rate-limit-headers.js';
+
+/**
+ * One attempt against the upstream, and the two ways its answer leaves:
+ * streamed to the client as it arrives, or held (a skipped answer that may
+ * be relayed later). Knows nothing of keys or pool states.
+ */
+
+export type OutgoingHeaders = Record<string, string | string[]>;
+
+export interface UpstreamRequest {
+  path: string;
+  headers: OutgoingHeaders;
+  body: Buffer;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+  /** Time allowed until the upstream's response headers arrive. */
+  timeoutMs: number;
+}
+
+export interface UpstreamResponse {
+  status: number;
+  headers: ResponseHeaders;
+  body: Readable;
+}
+
+export interface HeldResponse {
+  status: number;
+  headers: ResponseHeaders;
+  body: Buffer;
+}
+
+export type UpstreamFailureReason = 'unreachable' | 'timeout' | 'aborted';
+
+/** The attempt got no response: the fault is the network's, the clock's or the client's, never the key's. */
+export class UpstreamFailure extends Error {
+  constructor(
+    readonly reason: UpstreamFailureReason,
+    options?: ErrorOptions,
+  ) {
+    super(`upstream attempt failed: ${reason}`, options);
+    this.name = 'UpstreamFailure';
+  }
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Headers that must not cross a proxy: the fixed hop-by-hop set and whatever `Connection` names. */
+export function hopByHop(headers: Readonly<Record<string, unknown>>): Set<string> {
+  const connection = headers['connection'];
+  if (typeof connection !== 'string' || connection === '') return HOP_BY_HOP;
+  const names = new Set(HOP_BY_HOP);
+  for (const name of connection.split(',')) names.add(name.trim().toLowerCase());
+  return names;
+}
+
+/** The response headers worth relaying to the client. */
+export function relayableHeaders(headers: ResponseHeaders): OutgoingHeaders {
+  const drop = hopByHop(headers);
+  const out: OutgoingHeaders = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value !== undefined && !drop.has(name)) out[name] = value;
+  }
+  return out;
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamRequest): Promise<UpstreamResponse> {
+  if (request.signal.aborted) throw new UpstreamFailure('aborted');
+  // One controller per attempt: the client's signal and our headers timer both end it.
+  const attempt = new AbortController();
+  const onClientAbort = (): void => attempt.abort();
+  request.signal.addEventListener('abort', onClientAbort, { once: true });
+  const timer = setTimeout(() => attempt.abort(TIMED_OUT), request.timeoutMs);
+  try {
+    const { statusCode, headers, body } = await dispatcher.request({
+      path: request.path,
+      method: 'POST',
+      headers: request.headers,
+      body: request.body,
+      signal: attempt.signal,
+    });
+    return { status: statusCode, headers: headers as ResponseHeaders, body };
+  } catch (error) {
+    if (attempt.signal.aborted) {
+      throw new UpstreamFailure(attempt.signal.reason === TIMED_OUT ? 'timeout' : 'aborted', { cause: error });
+    }
+    throw new UpstreamFailure('unreachable', { cause: error });
+  } finally {
+    clearTimeout(timer);
+    request.signal.removeEventListener('abort', onClientAbort);
+  }
+}
+
+/**
+ * Streams the upstream answer to the client unchanged. Resolves when the body
+ * is done; rejects when either side fails mid-stream, after which the client
+ * response has been destroyed (an upstream that dies mid-stream ends it).
+ */
+export async function relayResponse(upstream: UpstreamResponse, res: ServerResponse): Promise<void> {
+  res.writeHead(upstream.status, relayableHeaders(upstream.headers));
+  // An event stream's headers go out now, not with its first event.
+  if (String(upstream.headers['content-type']).startsWith('text/event-stream')) res.flushHeaders();
+  await pipeline(upstream.body, res);
+}
+
+export function sendHeldResponse(held: HeldResponse, res: ServerResponse): void {
+  const headers = relayableHeaders(held.headers);
+  headers['content-length'] = String(held.body.length);
+  res.writeHead(held.status, headers);
+  res.end(held.body);
+}
+
+/** Frees the connection of an answer nobody will read. */
+export function discard(upstream: UpstreamResponse): void {
+  upstream.body.on('error', () => {}).resume();
+}
+
+/**
+ * Reads an answer into memory, up to `limit` bytes, so that it can be relayed
+ * after other keys were tried. A larger answer is not dropped: it comes back
+ * as `{ streaming }`, whose body replays the bytes read so far and then the rest.
+ */
+export async function holdResponse(
+  upstream: UpstreamResponse,
+  limit: number,
+): Promise<{ held: HeldResponse } | { streaming: UpstreamResponse } | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const iterator: AsyncIterator<Buffer> = upstream.body[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const { done, value } = await iterator.next();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+      if (size > limit) {
+        return { streaming: { ...upstream, body: Readable.from(replay(chunks, iterator)) } };
+      }
+    }
+  } catch {
+    return undefined; // the upstream died while we read: nothing worth relaying
+  }
+  return { held: { status: upstream.status, headers: upstream.headers, body: Buffer.concat(chunks, size) } };
+}
+
+async function* replay(chunks: Buffer[], iterator: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  try {
+    yield* chunks;
+    for (;;) {
+      const { done, value } = await iterator.next();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    await iterator.return?.(); // the client went away: release the upstream body too
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Misconfiguration checks. Each check is a small named function; each failure
+ * carries a stable code (listed in the README under "Error codes") and a
+ * message that says what to do. Checks that can only run at request time log
+ * once per code instead of throwing at every request.
+ */
+
+export type KeyFailoverErrorCode =
+  | 'ERR_EKF_INVALID_OPTION'
+  | 'ERR_EKF_UNKNOWN_OPTION'
+  | 'ERR_EKF_INVALID_KEYS'
+  | 'ERR_EKF_DUPLICATE_KEY'
+  | 'ERR_EKF_UNKNOWN_KEY'
+  | 'ERR_EKF_NO_POOL'
+  | 'ERR_EKF_BODY_CONSUMED';
+
+export class KeyFailoverError extends Error {
+  readonly code: KeyFailoverErrorCode;
+  /** Where the README explains this code. */
+  readonly help: string;
+
+  constructor(code: KeyFailoverErrorCode, message: string) {
+    super(`${message} (${code}; see the "Error codes" section of the express-key-failover README)`);
+    this.name = 'KeyFailoverError';
+    this.code = code;
+    this.help = `README.md#${code.toLowerCase()}`;
+  }
+}
+
+/** The smallest logger the package writes to: `console` fits. */
+export interface Logger {
+  warn(message: string): void;
+}
+
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return 'a string';
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : String(value);
+  return typeof value;
+}
+
+export function checkKnownOptions(where: string, options: object, known: readonly string[]): void {
+  for (const name of Object.keys(options)) {
+    if (!known.includes(name)) {
+      throw new KeyFailoverError(
+        'ERR_EKF_UNKNOWN_OPTION',
+        `${where}: unknown option "${name}". Known options: ${known.join(', ')}.`,
+      );
+    }
+  }
+}
+
+export function checkPositiveInteger(where: string, name: string, value: unknown, { allowZero = false } = {}): number {
+  const ok = typeof value === 'number' && Number.isSafeInteger(value) && (allowZero ? value >= 0 : value > 0);
+  if (!ok) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${where}: option "${name}" must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${describeValue(value)}.`,
+    );
+  }
+  return value;
+}
+
+export function checkFunction<T>(where: string, name: string, value: unknown): T {
+  if (typeof value !== 'function') {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${where}: option "${name}" must be a function, got ${describeValue(value)}.`,
+    );
+  }
+  return value as T;
+}
+
+export function checkLogger(where: string, value: unknown): Logger | undefined {
+  if (value === false) return undefined;
+  if (value === undefined) return console;
+  if (typeof value === 'object' && value !== null && typeof (value as Logger).warn === 'function') return value as Logger;
+  throw new KeyFailoverError(
+    'ERR_EKF_INVALID_OPTION',
+    `${where}: option "logger" must be an object with a warn(message) method (console works) or false, got ${describeValue(value)}.`,
+  );
+}
+
+/** Logs each code at most once per logger, so a misconfiguration seen at request time does not flood the log. */
+export class OnceLogger {
+  private readonly seen = new Set<KeyFailoverErrorCode>();
+  constructor(private readonly logger: Logger | undefined) {}
+
+  warn(error: KeyFailoverError): void {
+    if (!this.logger || this.seen.has(error.code)) return;
+    this.seen.add(error.code);
+    this.logger.warn(`[express-key-failover] ${error.message}`);
+  }
+}
