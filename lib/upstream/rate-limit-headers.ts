@@ -38,6 +38,6 @@ function retryAfter(value: HeaderValue, now: number): number | undefined {
 }
 
 function bounded(ms: number): number | undefined {
-  if (!Number.isFinite(ms) || ms < 0) return undefined;
+  if (Number.isNaN(ms) || ms < 0) return undefined;
   return Math.ceil(Math.min(ms, LONGEST_MEANINGFUL_MS));
 }
