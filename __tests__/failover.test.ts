@@ -223,6 +223,28 @@ describe('walking the pool', () => {
     expect(pool.snapshot()[0]!.state).toBe('available');
   });
 
+  test("cooldowns come from the provider's reset headers, within the pool's floor and cap", async () => {
+    const { app, pool, clock } = gateway(upstream.url, {}, { minCooldownMs: 2_000, maxCooldownMs: 120_000 });
+    upstream.behaviour = byKey({
+      [K0]: status(429, { 'x-ratelimit-reset-requests': '1s', 'x-ratelimit-reset-tokens': '6m0s', 'x-ratelimit-remaining-tokens': '0' }),
+      [K1]: status(429, { 'x-ratelimit-reset-requests': '20ms', 'x-ratelimit-remaining-requests': '0' }),
+      [K2]: status(429, { 'anthropic-ratelimit-tokens-reset': new Date(clock.time + 45_500).toISOString() }),
+    });
+
+    const res = await post(app);
+
+    expect(res.status).toBe(429);
+    expect(pool.snapshot().map((k) => k.cooldownUntil! - clock.time)).toEqual([120_000, 2_000, 45_500]);
+    expect(res.headers['retry-after']).toBe('2');
+  });
+
+  test('a 429 without a usable header cools for defaultCooldownMs', async () => {
+    const { app, pool, clock } = gateway(upstream.url, {}, { defaultCooldownMs: 7_000 });
+    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': 'whenever' }) }, ok());
+    await post(app);
+    expect(pool.snapshot()[0]!.cooldownUntil).toBe(clock.time + 7_000);
+  });
+
   test('a longer cooldown already set wins over a shorter one', async () => {
     const { app, pool, clock } = gateway(upstream.url);
     pool.markRateLimited('key-0', 100_000);

@@ -42,6 +42,9 @@ describe('new KeyPool()', () => {
     [[{ id: 'key-1', key: K0 }, K1], 'ERR_EKF_DUPLICATE_KEY', /both have the id "key-1"/],
     [{ keys: [K0], defaultCooldownMs: -5 }, 'ERR_EKF_INVALID_OPTION', /"defaultCooldownMs" must be a positive integer, got -5/],
     [{ keys: [K0], now: 5 }, 'ERR_EKF_INVALID_OPTION', /"now" must be a function/],
+    [{ keys: [K0], minCooldownMs: -1 }, 'ERR_EKF_INVALID_OPTION', /"minCooldownMs" must be a non-negative integer, got -1/],
+    [{ keys: [K0], maxCooldownMs: '1h' }, 'ERR_EKF_INVALID_OPTION', /"maxCooldownMs" must be a positive integer, got a string/],
+    [{ keys: [K0], minCooldownMs: 5000, maxCooldownMs: 4000 }, 'ERR_EKF_INVALID_OPTION', /"minCooldownMs" \(5000\) must not be larger than "maxCooldownMs" \(4000\)/],
     [{ keys: [K0], store: {} }, 'ERR_EKF_INVALID_OPTION', /"store" must implement KeyStateStore/],
     [{ keys: [K0], cooldown: 5 }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "cooldown"/],
   ])('rejects %p with %s', (input, code, message) => {

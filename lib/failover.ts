@@ -49,7 +49,10 @@ export async function walkPool(
       case 'relay':
         return { kind: 'relay', response };
       case 'cooldown':
-        pool.markRateLimited(key.id, cooldownFromHeaders(response.headers, pool.now()) ?? pool.defaultCooldownMs);
+        pool.markRateLimited(
+          key.id,
+          cooldownFromHeaders(response.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs,
+        );
         discard(response);
         break;
       case 'disable':

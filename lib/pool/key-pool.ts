@@ -10,6 +10,10 @@ export interface KeyPoolOptions {
   keys: readonly KeyInput[];
   /** Cooldown when a 429 carries no usable delay header. Default 60 000 ms. */
   defaultCooldownMs?: number;
+  /** Shortest cooldown a 429's headers can set. Default 1 000 ms. */
+  minCooldownMs?: number;
+  /** Longest cooldown a 429's headers can set. Default 3 600 000 ms (1 h). */
+  maxCooldownMs?: number;
   /** The clock cooldowns are measured against (epoch ms). Default `Date.now`. */
   now?: () => number;
   /** Where key state lives. Default: a `MemoryKeyStateStore` of this process. */
@@ -92,6 +96,8 @@ export class KeyPool {
   readonly keys: readonly PoolKey[];
   readonly now: () => number;
   readonly defaultCooldownMs: number;
+  /** Bounds for cooldowns read from response headers. */
+  readonly cooldownBounds: { readonly minMs: number; readonly maxMs: number };
   private readonly store: KeyStateStore;
   private readonly byId: ReadonlyMap<string, PoolKey>;
 
@@ -99,13 +105,14 @@ export class KeyPool {
     const options: KeyPoolOptions = Array.isArray(keysOrOptions)
       ? { keys: keysOrOptions }
       : checkOptionsObject(keysOrOptions);
-    checkKnownOptions(WHERE, options, ['keys', 'defaultCooldownMs', 'now', 'store']);
+    checkKnownOptions(WHERE, options, ['keys', 'defaultCooldownMs', 'minCooldownMs', 'maxCooldownMs', 'now', 'store']);
     this.keys = buildKeys(options.keys);
     this.byId = new Map(this.keys.map((key) => [key.id, key]));
     this.defaultCooldownMs =
       options.defaultCooldownMs === undefined
         ? 60_000
         : checkPositiveInteger(WHERE, 'defaultCooldownMs', options.defaultCooldownMs);
+    this.cooldownBounds = checkCooldownBounds(options.minCooldownMs ?? 1_000, options.maxCooldownMs ?? 3_600_000);
     this.now = options.now === undefined ? Date.now : checkFunction<() => number>(WHERE, 'now', options.now);
     this.store = options.store === undefined ? new MemoryKeyStateStore() : checkStore(options.store);
   }
@@ -198,6 +205,20 @@ function checkOptionsObject(value: unknown): KeyPoolOptions {
     );
   }
   return value as KeyPoolOptions;
+}
+
+function checkCooldownBounds(minMs: unknown, maxMs: unknown): { minMs: number; maxMs: number } {
+  const bounds = {
+    minMs: checkPositiveInteger(WHERE, 'minCooldownMs', minMs, { allowZero: true }),
+    maxMs: checkPositiveInteger(WHERE, 'maxCooldownMs', maxMs),
+  };
+  if (bounds.minMs > bounds.maxMs) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "minCooldownMs" (${bounds.minMs}) must not be larger than "maxCooldownMs" (${bounds.maxMs}).`,
+    );
+  }
+  return bounds;
 }
 
 function checkStore(value: unknown): KeyStateStore {
