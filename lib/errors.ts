@@ -7,6 +7,7 @@ export type ErrorKind =
   | 'body_consumed'
   | 'body_too_large'
   | 'invalid_client_key'
+  | 'invalid_path'
   | 'rate_limited'
   | 'keys_disabled'
   | 'upstream_unreachable'
@@ -18,6 +19,7 @@ const STATUS: Record<ErrorKind, number> = {
   body_consumed: 500,
   body_too_large: 413,
   invalid_client_key: 400,
+  invalid_path: 400,
   rate_limited: 429,
   keys_disabled: 502,
   upstream_unreachable: 502,
@@ -32,6 +34,7 @@ export const MESSAGES: Record<ErrorKind, string> = {
     'The gateway could not read the request body: a body parser consumed it and left nothing in req.body to replay.',
   body_too_large: 'The request body is larger than the gateway allows.',
   invalid_client_key: 'The API key supplied with the request is not a valid header value.',
+  invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
   upstream_unreachable: 'The upstream API could not be reached.',

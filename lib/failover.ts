@@ -44,30 +44,31 @@ export async function walkPool(
       return failureOutcome(error);
     }
     const action = failover.get(response.status);
-    switch (action) {
-      case undefined:
-      case 'relay':
-        return { kind: 'relay', response };
-      case 'cooldown':
-        pool.markRateLimited(
-          key.id,
-          cooldownFromHeaders(response.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs,
-        );
-        discard(response);
-        break;
-      case 'disable':
-        pool.markDisabled(key.id);
-        discard(response);
-        break;
-      case 'skip': {
-        const held = await holdResponse(response, HELD_ANSWER_LIMIT);
-        if (held && 'streaming' in held) return { kind: 'relay', response: held.streaming };
-        if (held) lastSkipped = held.held;
-        break;
-      }
+    if (action === undefined || action === 'relay') return { kind: 'relay', response };
+    markKey(pool, key, action, response);
+    if (action === 'skip') {
+      const held = await holdResponse(response, HELD_ANSWER_LIMIT);
+      if (held && 'streaming' in held) return { kind: 'relay', response: held.streaming };
+      if (held) lastSkipped = held.held;
+    } else {
+      discard(response);
     }
   }
-  if (lastSkipped) return { kind: 'held', response: lastSkipped };
+  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool);
+}
+
+/** Applies a failover action to the key that got the answer ('skip' and 'relay' leave it as it is). */
+export function markKey(pool: KeyPool, key: PoolKey, action: FailoverAction, response: UpstreamResponse): void {
+  if (action === 'cooldown') {
+    const ms = cooldownFromHeaders(response.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs;
+    pool.markRateLimited(key.id, ms);
+  } else if (action === 'disable') {
+    pool.markDisabled(key.id);
+  }
+}
+
+/** The pool error for a walk that found no key: 502 when every key is disabled, else 429 with Retry-After. */
+export function exhaustedOutcome(pool: KeyPool): WalkOutcome {
   const exhaustion = pool.exhaustion();
   if (exhaustion.reason === 'disabled') return { kind: 'error', error: 'keys_disabled' };
   return { kind: 'error', error: 'rate_limited', retryAfterSeconds: Math.max(1, Math.ceil(exhaustion.retryAfterMs / 1000)) };

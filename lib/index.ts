@@ -13,3 +13,7 @@ export {
 } from './pool/key-pool.js';
 export { MemoryKeyStateStore, type KeyState, type KeyStateStore } from './pool/store.js';
 export { KeyFailoverError, type KeyFailoverErrorCode, type Logger } from './validations.js';
+export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';
+export { openaiCompatible, type OpenAICompatibleOptions } from './providers/openai.js';
+export type { Provider } from './providers/provider.js';
+export type { ErrorKind } from './errors.js';

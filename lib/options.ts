@@ -1,6 +1,9 @@
 import type { Request } from 'express';
 import { DEFAULT_FAILOVER, type FailoverAction } from './failover.js';
 import type { KeyPool } from './pool/key-pool.js';
+import { anthropic } from './providers/anthropic.js';
+import { openai } from './providers/openai.js';
+import type { Provider } from './providers/provider.js';
 import {
   KeyFailoverError,
   checkFunction,
@@ -12,12 +15,17 @@ import {
 } from './validations.js';
 
 export interface KeyFailoverOptions {
-  /** Base URL of the upstream API; a path in it is kept. Default `https://api.openai.com`. */
+  /** Base URL of the upstream API; a path in it is kept. Default: the provider's (`https://api.openai.com`). */
   target?: string;
+  /** The upstream API: `'openai'` (default), `'anthropic'`, or `openaiCompatible({...})`. */
+  provider?: 'openai' | 'anthropic' | Provider;
   /** The pool to use. Default: `req.app.locals.keyPool`, read at each request. */
   pool?: KeyPool;
-  /** Bring your own key: return a key to send this request with it alone, bypassing the pool. */
-  byok?: (req: Request) => string | undefined;
+  /**
+   * Bring your own key: a function returning the client's key, or `true` for the key in the
+   * provider's own credential header. A request with a client key is one attempt with that key.
+   */
+  byok?: ((req: Request) => string | undefined) | true;
   /** Largest request body read into memory; larger ones get 413. Default 20 MiB. */
   maxBodyBytes?: number;
   /** Time allowed until the upstream's response headers (and between body chunks). Default 10 min. */
@@ -30,6 +38,7 @@ export interface KeyFailoverOptions {
 
 export interface ResolvedOptions {
   target: URL;
+  provider: Provider;
   pool: KeyPool | undefined;
   byok: ((req: Request) => string | undefined) | undefined;
   maxBodyBytes: number;
@@ -38,29 +47,59 @@ export interface ResolvedOptions {
   logger: Logger | undefined;
 }
 
-const WHERE = 'keyFailover()';
-const KNOWN = ['target', 'pool', 'byok', 'maxBodyBytes', 'timeoutMs', 'failover', 'logger'] as const;
+export const KEY_FAILOVER_OPTIONS = ['target', 'provider', 'pool', 'byok', 'maxBodyBytes', 'timeoutMs', 'failover', 'logger'] as const;
 const ACTIONS: readonly FailoverAction[] = ['cooldown', 'disable', 'skip', 'relay'];
 
-export function resolveOptions(options: unknown): ResolvedOptions {
+/** Validates the options given to `where` ('keyFailover()', 'keyPassthrough()'); `known` lists the ones it takes. */
+export function resolveOptions(where: string, options: unknown, known: readonly string[] = KEY_FAILOVER_OPTIONS): ResolvedOptions {
   if (options === undefined) options = {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: expected an options object, got ${describeValue(options)}.`);
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${where}: expected an options object, got ${describeValue(options)}.`);
   }
-  checkKnownOptions(WHERE, options, KNOWN);
+  checkKnownOptions(where, options, known);
   const given = options as KeyFailoverOptions;
+  const provider = checkProvider(where, given.provider ?? 'openai');
   return {
-    target: checkTarget(given.target ?? 'https://api.openai.com'),
-    pool: given.pool === undefined ? undefined : checkPool(given.pool),
-    byok: given.byok === undefined ? undefined : checkFunction(WHERE, 'byok', given.byok),
-    maxBodyBytes: given.maxBodyBytes === undefined ? 20 * 1024 * 1024 : checkPositiveInteger(WHERE, 'maxBodyBytes', given.maxBodyBytes),
-    timeoutMs: given.timeoutMs === undefined ? 10 * 60 * 1000 : checkPositiveInteger(WHERE, 'timeoutMs', given.timeoutMs),
-    failover: checkFailover(given.failover),
-    logger: checkLogger(WHERE, given.logger),
+    target: checkTarget(where, given.target ?? (provider === anthropic ? 'https://api.anthropic.com' : 'https://api.openai.com')),
+    provider,
+    pool: given.pool === undefined ? undefined : checkPool(where, given.pool),
+    byok: checkByok(where, given.byok, provider),
+    maxBodyBytes: given.maxBodyBytes === undefined ? 20 * 1024 * 1024 : checkPositiveInteger(where, 'maxBodyBytes', given.maxBodyBytes),
+    timeoutMs: given.timeoutMs === undefined ? 10 * 60 * 1000 : checkPositiveInteger(where, 'timeoutMs', given.timeoutMs),
+    failover: checkFailover(where, given.failover),
+    logger: checkLogger(where, given.logger),
   };
 }
 
-function checkTarget(value: unknown): URL {
+function checkProvider(where: string, value: unknown): Provider {
+  if (value === 'openai') return openai;
+  if (value === 'anthropic') return anthropic;
+  const provider = value as Partial<Provider> | null;
+  if (
+    typeof provider === 'object' &&
+    provider !== null &&
+    provider.routes instanceof Set &&
+    typeof provider.authHeader === 'function' &&
+    typeof provider.clientKey === 'function' &&
+    typeof provider.errorBody === 'function'
+  ) {
+    return provider as Provider;
+  }
+  throw new KeyFailoverError(
+    'ERR_EKF_INVALID_OPTION',
+    `${where}: option "provider" must be 'openai', 'anthropic' or a provider from openaiCompatible({...}), got ${
+      typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
+    }.`,
+  );
+}
+
+function checkByok(where: string, value: unknown, provider: Provider): ((req: Request) => string | undefined) | undefined {
+  if (value === undefined) return undefined;
+  if (value === true) return (req) => provider.clientKey(req.headers);
+  return checkFunction(where, 'byok', value);
+}
+
+function checkTarget(where: string, value: unknown): URL {
   let url: URL | undefined;
   if (typeof value === 'string') {
     try {
@@ -72,7 +111,7 @@ function checkTarget(value: unknown): URL {
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "target" must be an absolute http(s) URL such as "https://api.openai.com", got ${
+      `${where}: option "target" must be an absolute http(s) URL such as "https://api.openai.com", got ${
         typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
       }.`,
     );
@@ -80,7 +119,7 @@ function checkTarget(value: unknown): URL {
   if (url.username || url.password || url.search || url.hash) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "target" must not carry credentials, a query or a fragment; give the base URL only (a path is kept).`,
+      `${where}: option "target" must not carry credentials, a query or a fragment; give the base URL only (a path is kept).`,
     );
   }
   return url;
@@ -96,23 +135,23 @@ export function isKeyPool(value: unknown): value is KeyPool {
   );
 }
 
-function checkPool(value: unknown): KeyPool {
+function checkPool(where: string, value: unknown): KeyPool {
   if (!isKeyPool(value)) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "pool" must be a KeyPool (new KeyPool([...])), got ${describeValue(value)}.`,
+      `${where}: option "pool" must be a KeyPool (new KeyPool([...])), got ${describeValue(value)}.`,
     );
   }
   return value;
 }
 
-function checkFailover(value: unknown): ReadonlyMap<number, FailoverAction> {
+function checkFailover(where: string, value: unknown): ReadonlyMap<number, FailoverAction> {
   const map = new Map<number, FailoverAction>(Object.entries(DEFAULT_FAILOVER).map(([s, a]) => [Number(s), a]));
   if (value === undefined) return map;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "failover" must be an object mapping statuses to actions, such as { 403: 'disable' }, got ${describeValue(value)}.`,
+      `${where}: option "failover" must be an object mapping statuses to actions, such as { 403: 'disable' }, got ${describeValue(value)}.`,
     );
   }
   for (const [status, action] of Object.entries(value)) {
@@ -120,13 +159,13 @@ function checkFailover(value: unknown): ReadonlyMap<number, FailoverAction> {
     if (!/^\d{3}$/.test(status) || code < 400 || code > 599) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_OPTION',
-        `${WHERE}: option "failover" has the key ${JSON.stringify(status)}; keys must be HTTP error statuses from 400 to 599.`,
+        `${where}: option "failover" has the key ${JSON.stringify(status)}; keys must be HTTP error statuses from 400 to 599.`,
       );
     }
     if (!ACTIONS.includes(action as FailoverAction)) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_OPTION',
-        `${WHERE}: option "failover" maps ${status} to ${JSON.stringify(action)}; use one of ${ACTIONS.map((a) => `'${a}'`).join(', ')}.`,
+        `${where}: option "failover" maps ${status} to ${JSON.stringify(action)}; use one of ${ACTIONS.map((a) => `'${a}'`).join(', ')}.`,
       );
     }
     map.set(code, action as FailoverAction);

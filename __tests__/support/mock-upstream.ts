@@ -7,7 +7,7 @@ export interface SeenRequest {
   url: string;
   headers: IncomingHttpHeaders;
   body: Buffer;
-  /** The bearer key, or the x-api-key, the request carried. */
+  /** The key the request carried: bearer, else x-api-key (Anthropic), else api-key (Azure). */
   key: string | undefined;
 }
 
@@ -23,10 +23,13 @@ export class MockUpstream {
   /** Requests whose connection closed before the mock finished answering. */
   readonly aborted: SeenRequest[] = [];
   behaviour: Behaviour = (_req, res) => json(res, 200, { ok: true });
+  /** Called when a request's headers arrive, before its body: proves that a body is streamed. */
+  onRequestStart: (() => void) | undefined;
   private readonly server: http.Server;
 
   private constructor() {
     this.server = http.createServer((req, res) => {
+      this.onRequestStart?.();
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
       req.on('end', () => {
@@ -36,7 +39,7 @@ export class MockUpstream {
           url: req.url ?? '',
           headers: req.headers,
           body: Buffer.concat(chunks),
-          key: auth?.startsWith('Bearer ') ? auth.slice(7) : (req.headers['x-api-key'] as string | undefined),
+          key: auth?.startsWith('Bearer ') ? auth.slice(7) : ((req.headers['x-api-key'] ?? req.headers['api-key']) as string | undefined),
         };
         this.seen.push(seen);
         res.on('close', () => {
@@ -65,6 +68,7 @@ export class MockUpstream {
   reset(): void {
     this.seen.length = 0;
     this.aborted.length = 0;
+    this.onRequestStart = undefined;
     this.behaviour = (_req, res) => json(res, 200, { ok: true });
   }
 

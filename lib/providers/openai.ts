@@ -1,5 +1,6 @@
 import type { ErrorKind } from '../errors.js';
-import type { Provider } from './provider.js';
+import { KeyFailoverError, checkKnownOptions, describeValue } from '../validations.js';
+import { bearerToken, headerValue, type Provider } from './provider.js';
 
 // OpenAI's error envelope: { error: { message, type, param, code } }.
 const TYPES: Record<ErrorKind, { type: string; code: string }> = {
@@ -7,6 +8,7 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
   body_consumed: { type: 'server_error', code: 'gateway_misconfigured' },
   body_too_large: { type: 'invalid_request_error', code: 'request_too_large' },
   invalid_client_key: { type: 'invalid_request_error', code: 'invalid_api_key' },
+  invalid_path: { type: 'invalid_request_error', code: 'invalid_path' },
   rate_limited: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   keys_disabled: { type: 'upstream_error', code: 'all_keys_unauthorized' },
   upstream_unreachable: { type: 'upstream_error', code: 'upstream_unreachable' },
@@ -14,10 +16,71 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
   internal: { type: 'server_error', code: 'internal_error' },
 };
 
-export const openai: Provider = {
-  name: 'openai',
-  routes: new Set(['/v1/chat/completions', '/v1/responses']),
-  clientAuthHeaders: ['authorization'],
-  authHeader: (key) => ['authorization', `Bearer ${key}`],
-  errorBody: (kind, message) => ({ error: { message, type: TYPES[kind].type, param: null, code: TYPES[kind].code } }),
-};
+const OPENAI_ROUTES = ['/v1/chat/completions', '/v1/responses'];
+
+export interface OpenAICompatibleOptions {
+  /** A name for logs. Default `'openai-compatible'`. */
+  name?: string;
+  /** The header that carries the key. Default `'authorization'`; Azure uses `'api-key'`. */
+  authHeader?: string;
+  /** Written before the key in that header. Default `'Bearer'` for `authorization`, none otherwise. */
+  authScheme?: string;
+  /** Query parameters set on every upstream URL, such as `{ 'api-version': '2024-10-21' }`. */
+  query?: Record<string, string>;
+  /** POST routes that get failover. Default `['/v1/chat/completions', '/v1/responses']`. */
+  routes?: string[];
+}
+
+const WHERE = 'openaiCompatible()';
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** A host that speaks OpenAI's API with another key header, query or routes: Azure OpenAI, OpenRouter, Groq, vLLM... */
+export function openaiCompatible(options: OpenAICompatibleOptions = {}): Provider {
+  checkKnownOptions(WHERE, options, ['name', 'authHeader', 'authScheme', 'query', 'routes']);
+  const authHeader = checkString('authHeader', options.authHeader ?? 'authorization', TOKEN).toLowerCase();
+  const scheme = checkString('authScheme', options.authScheme ?? (authHeader === 'authorization' ? 'Bearer' : ''), /^[A-Za-z-]*$/);
+  const query = checkQuery(options.query ?? {});
+  const routes = checkRoutes(options.routes ?? OPENAI_ROUTES);
+  const prefix = scheme ? `${scheme} ` : '';
+  return {
+    name: checkString('name', options.name ?? 'openai-compatible', /^.+$/),
+    routes: new Set(routes),
+    clientAuthHeaders: [...new Set(['authorization', authHeader])],
+    authHeader: (key) => [authHeader, prefix + key],
+    clientKey: (headers) => (scheme ? bearerToken(headers[authHeader]) : headerValue(headers[authHeader])),
+    query,
+    errorBody: (kind, message) => ({ error: { message, type: TYPES[kind].type, param: null, code: TYPES[kind].code } }),
+  };
+}
+
+/** OpenAI itself: `Authorization: Bearer <key>`, chat completions and responses. */
+export const openai: Provider = openaiCompatible({ name: 'openai' });
+
+function checkString(name: string, value: unknown, pattern: RegExp): string {
+  if (typeof value !== 'string' || !pattern.test(value)) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "${name}" must be a valid ${name === 'authHeader' ? 'header name' : 'string'}, got ${
+        typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
+      }.`,
+    );
+  }
+  return value;
+}
+
+function checkQuery(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "query" must be an object of string values, got ${describeValue(value)}.`);
+  }
+  return { ...(value as Record<string, string>) };
+}
+
+function checkRoutes(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length === 0 || value.some((r) => typeof r !== 'string' || !/^\/[^?#\s]*$/.test(r))) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "routes" must be a non-empty array of paths starting with "/", got ${describeValue(value)}.`,
+    );
+  }
+  return value as string[];
+}

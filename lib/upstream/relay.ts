@@ -13,9 +13,11 @@ import type { ResponseHeaders } from './rate-limit-headers.js';
 export type OutgoingHeaders = Record<string, string | string[]>;
 
 export interface UpstreamRequest {
+  method: string;
   path: string;
   headers: OutgoingHeaders;
-  body: Buffer;
+  /** A buffer can be sent again to the next key; a stream (passthrough) only once. */
+  body: Buffer | Readable | null;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
   /** Time allowed until the upstream's response headers arrive. */
@@ -91,7 +93,7 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
   try {
     const { statusCode, headers, body } = await dispatcher.request({
       path: request.path,
-      method: 'POST',
+      method: request.method,
       headers: request.headers,
       body: request.body,
       signal: attempt.signal,

@@ -1,0 +1,126 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Request, Response } from 'express';
+import { Pool } from 'undici';
+import { MESSAGES, sendError, type ErrorKind } from './errors.js';
+import type { WalkOutcome } from './failover.js';
+import { isKeyPool, type ResolvedOptions } from './options.js';
+import type { KeyPool } from './pool/key-pool.js';
+import {
+  hopByHop,
+  relayResponse,
+  sendAttempt,
+  sendHeldResponse,
+  type OutgoingHeaders,
+  type UpstreamRequest,
+  type UpstreamResponse,
+} from './upstream/relay.js';
+import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './validations.js';
+
+const HEADER_SAFE = /^[\x21-\x7e]+$/;
+
+/**
+ * What keyFailover and keyPassthrough share on the gateway side: the
+ * upstream connection pool, finding the key pool and the client's key for a
+ * request, the upstream URL and headers, and writing the outcome.
+ */
+export class Forwarder {
+  private readonly dispatcher: Pool;
+  private readonly basePath: string;
+  private readonly warnings: OnceLogger;
+  private readonly dropFromRequest: ReadonlySet<string>;
+
+  constructor(readonly options: ResolvedOptions) {
+    this.basePath = options.target.pathname.replace(/\/+$/, '');
+    // Keep-alive connections to the upstream; our own timer bounds the wait for headers.
+    this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
+    this.warnings = new OnceLogger(options.logger);
+    this.dropFromRequest = new Set(['host', 'content-length', 'expect', ...options.provider.clientAuthHeaders]);
+  }
+
+  /** The client's own key (byok), undefined when it has none, or null when the answer (400) was written. */
+  clientKey(req: Request, res: Response): string | undefined | null {
+    const key = this.options.byok?.(req);
+    if (key === undefined) return undefined;
+    if (typeof key === 'string' && HEADER_SAFE.test(key)) return key;
+    this.fail(res, 'invalid_client_key');
+    return null;
+  }
+
+  /** The pool for this request, or undefined when the answer (500) was written. */
+  pool(req: Request, res: Response): KeyPool | undefined {
+    const pool = this.options.pool ?? (req.app?.locals?.['keyPool'] as unknown);
+    if (isKeyPool(pool)) return pool;
+    this.warn('ERR_EKF_NO_POOL', `${MESSAGES.no_pool} Requests to ${req.path} get a 500 until then.`);
+    this.fail(res, 'no_pool');
+    return undefined;
+  }
+
+  /** Path and query on the upstream: the target's path, the request's path and query, the provider's query. */
+  upstreamPath(req: Request): string {
+    const q = req.url.indexOf('?');
+    let search = q === -1 ? '' : req.url.slice(q);
+    const fixed = this.options.provider.query;
+    if (Object.keys(fixed).length > 0) {
+      const params = new URLSearchParams(search);
+      for (const [name, value] of Object.entries(fixed)) params.set(name, value);
+      search = `?${params}`;
+    }
+    return this.basePath + req.path + search;
+  }
+
+  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length and the client's credentials. */
+  upstreamHeaders(incoming: IncomingHttpHeaders): OutgoingHeaders {
+    const hop = hopByHop(incoming);
+    const out: OutgoingHeaders = {};
+    for (const name in incoming) {
+      const value = incoming[name];
+      if (value !== undefined && !hop.has(name) && !this.dropFromRequest.has(name)) out[name] = value;
+    }
+    return out;
+  }
+
+  /** A signal that aborts when the client goes away before its response is complete. */
+  clientGone(res: Response): AbortSignal {
+    const controller = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    return controller.signal;
+  }
+
+  send(key: string, request: Omit<UpstreamRequest, 'timeoutMs'>): Promise<UpstreamResponse> {
+    const [name, value] = this.options.provider.authHeader(key);
+    return sendAttempt(this.dispatcher, {
+      ...request,
+      headers: { ...request.headers, [name]: value },
+      timeoutMs: this.options.timeoutMs,
+    });
+  }
+
+  async write(outcome: WalkOutcome, res: Response): Promise<void> {
+    switch (outcome.kind) {
+      case 'relay':
+        // A failure mid-stream has already ended the client's response; no key is to blame.
+        return relayResponse(outcome.response, res).catch(() => undefined);
+      case 'held':
+        return sendHeldResponse(outcome.response, res);
+      case 'error':
+        return this.fail(res, outcome.error, outcome.retryAfterSeconds);
+      case 'aborted':
+        return;
+    }
+  }
+
+  fail(res: Response, kind: ErrorKind, retryAfterSeconds?: number, message?: string): void {
+    const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
+    sendError(res, this.options.provider, kind, message === undefined ? { headers } : { headers, message });
+  }
+
+  warn(code: KeyFailoverErrorCode, message: string): void {
+    this.warnings.warn(new KeyFailoverError(code, message));
+  }
+
+  close(): Promise<void> {
+    return this.dispatcher.close();
+  }
+}

@@ -1,0 +1,98 @@
+import type { NextFunction, Request, Response } from 'express';
+import { MESSAGES } from './errors.js';
+import { exhaustedOutcome, failureOutcome, markKey, walkPool, type WalkOutcome } from './failover.js';
+import { Forwarder } from './forwarder.js';
+import type { KeyFailoverMiddleware } from './middleware.js';
+import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
+import type { KeyPool } from './pool/key-pool.js';
+import { readRequestBody } from './request-body.js';
+import type { UpstreamRequest } from './upstream/relay.js';
+
+export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'>;
+
+const KNOWN = KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes');
+// "/./", "/../", also percent-encoded, anywhere in the path.
+const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+
+/**
+ * The rest of the provider's API (models, embeddings, files, ...), proxied
+ * with a pool key. Body-less requests (GET, DELETE, ...) fail over like the
+ * intercepted routes. A request with a body is streamed, not buffered, so it
+ * is sent once, with the first available key; a failover status still marks
+ * that key, so the pool learns from it, and the answer is relayed.
+ */
+export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMiddleware {
+  const forwarder = new Forwarder(resolveOptions('keyPassthrough()', options, KNOWN));
+  const { failover } = forwarder.options;
+
+  const handle = async (req: Request, res: Response): Promise<void> => {
+    if (DOT_SEGMENT.test(req.path)) return forwarder.fail(res, 'invalid_path');
+    const clientKey = forwarder.clientKey(req, res);
+    if (clientKey === null) return;
+    const pool = clientKey === undefined ? forwarder.pool(req, res) : undefined;
+    if (clientKey === undefined && pool === undefined) return;
+
+    const headers = forwarder.upstreamHeaders(req.headers);
+    const request: Omit<UpstreamRequest, 'timeoutMs'> = {
+      method: req.method,
+      path: forwarder.upstreamPath(req),
+      headers,
+      body: null,
+      signal: forwarder.clientGone(res),
+    };
+    const bodyConsumed = (req as { _body?: boolean })._body === true || req.readableEnded;
+    if (bodyConsumed) {
+      // A body parser read it: rebuild it, and then it can be sent again like an intercepted route's.
+      const read = await readRequestBody(req, Number.MAX_SAFE_INTEGER);
+      if (!read.ok) {
+        forwarder.warn('ERR_EKF_BODY_CONSUMED', MESSAGES.body_consumed);
+        return forwarder.fail(res, 'body_consumed');
+      }
+      request.body = read.body;
+      headers['content-length'] = String(read.body.length);
+      if (read.contentType) headers['content-type'] = read.contentType;
+    } else if (hasBody(req)) {
+      request.body = req;
+      if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
+    }
+
+    let outcome: WalkOutcome;
+    if (pool === undefined) {
+      outcome = await forwarder.send(clientKey!, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome);
+    } else if (request.body === null || Buffer.isBuffer(request.body)) {
+      outcome = await walkPool(pool, failover, (key) => forwarder.send(key.value, request));
+    } else {
+      outcome = await sendOnce(pool, forwarder, request);
+    }
+    await forwarder.write(outcome, res);
+  };
+
+  const middleware = (req: Request, res: Response, next: NextFunction): void => {
+    handle(req, res).catch((error: unknown) => {
+      if (!res.headersSent) next(error);
+      else res.destroy();
+    });
+  };
+  return Object.assign(middleware, { close: () => forwarder.close() });
+}
+
+function hasBody(req: Request): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+}
+
+/** A streamed body goes once, with the first available key; the key still learns from the answer. */
+async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Omit<UpstreamRequest, 'timeoutMs'>): Promise<WalkOutcome> {
+  const key = pool.walker().next();
+  if (key === undefined) {
+    (request.body as NodeJS.ReadableStream).resume();
+    return exhaustedOutcome(pool);
+  }
+  try {
+    const response = await forwarder.send(key.value, request);
+    const action = forwarder.options.failover.get(response.status);
+    if (action !== undefined) markKey(pool, key, action, response);
+    return { kind: 'relay', response };
+  } catch (error) {
+    return failureOutcome(error);
+  }
+}

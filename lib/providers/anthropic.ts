@@ -1,0 +1,30 @@
+import type { ErrorKind } from '../errors.js';
+import { headerValue, type Provider } from './provider.js';
+
+// Anthropic's error envelope: { type: 'error', error: { type, message } }.
+const TYPES: Record<ErrorKind, string> = {
+  no_pool: 'api_error',
+  body_consumed: 'api_error',
+  body_too_large: 'request_too_large',
+  invalid_client_key: 'invalid_request_error',
+  invalid_path: 'invalid_request_error',
+  rate_limited: 'rate_limit_error',
+  keys_disabled: 'api_error',
+  upstream_unreachable: 'api_error',
+  upstream_timeout: 'timeout_error',
+  internal: 'api_error',
+};
+
+/**
+ * Anthropic's Messages API: the key goes in `x-api-key`; `anthropic-version`
+ * and `anthropic-beta` pass through like every other request header.
+ */
+export const anthropic: Provider = {
+  name: 'anthropic',
+  routes: new Set(['/v1/messages', '/v1/messages/count_tokens']),
+  clientAuthHeaders: ['authorization', 'x-api-key'],
+  authHeader: (key) => ['x-api-key', key],
+  clientKey: (headers) => headerValue(headers['x-api-key']),
+  query: {},
+  errorBody: (kind, message) => ({ type: 'error', error: { type: TYPES[kind], message } }),
+};
