@@ -51,7 +51,7 @@ test('a chunked body (no Content-Length) is sent upstream with its length', asyn
   expect(upstream.seen[0]!.headers['content-length']).toBe('37');
 });
 
-test("the client's Authorization never reaches the upstream; hop-by-hop headers are dropped both ways", async () => {
+test("the client's Authorization and cookies never reach the upstream; hop-by-hop headers are dropped both ways", async () => {
   const { app } = gateway(upstream.url);
   const server = await listen(app);
   upstream.behaviour = (_req, res) =>
@@ -66,6 +66,7 @@ test("the client's Authorization never reaches the upstream; hop-by-hop headers 
           headers: {
             'content-type': 'application/json',
             authorization: 'Bearer gateway-user-token',
+            cookie: 'gateway_session=s3cr3t',
             connection: 'keep-alive, x-hop-request',
             'x-hop-request': '1',
             'proxy-authorization': 'Basic abc',
@@ -90,6 +91,7 @@ test("the client's Authorization never reaches the upstream; hop-by-hop headers 
   const seen = upstream.seen[0]!.headers;
   expect(seen.authorization).toBe(`Bearer ${K0}`);
   expect(JSON.stringify(seen)).not.toContain('gateway-user-token');
+  expect(seen.cookie).toBeUndefined();
   expect(seen['x-custom']).toBe('passes');
   expect(seen['x-hop-request']).toBeUndefined();
   expect(seen['proxy-authorization']).toBeUndefined();

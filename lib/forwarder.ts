@@ -34,7 +34,8 @@ export class Forwarder {
     // Keep-alive connections to the upstream; our own timer bounds the wait for headers.
     this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
     this.warnings = new OnceLogger(options.logger);
-    this.dropFromRequest = new Set(['host', 'content-length', 'expect', ...options.provider.clientAuthHeaders]);
+    // Cookies are the gateway's own session credentials: never for the upstream.
+    this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
   }
 
   /** The client's own key (byok), undefined when it has none, or null when the answer (400) was written. */
@@ -68,7 +69,7 @@ export class Forwarder {
     return this.basePath + req.path + search;
   }
 
-  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length and the client's credentials. */
+  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie and the client's credentials. */
   upstreamHeaders(incoming: IncomingHttpHeaders): OutgoingHeaders {
     const hop = hopByHop(incoming);
     const out: OutgoingHeaders = {};

@@ -17,3 +17,4 @@ export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';
 export { openaiCompatible, type OpenAICompatibleOptions } from './providers/openai.js';
 export type { Provider } from './providers/provider.js';
 export type { ErrorKind } from './errors.js';
+export { createFailoverFetch, type FailoverFetch, type FailoverFetchOptions } from './fetch.js';

@@ -59,8 +59,10 @@ export function resolveOptions(where: string, options: unknown, known: readonly 
   checkKnownOptions(where, options, known);
   const given = options as KeyFailoverOptions;
   const provider = checkProvider(where, given.provider ?? 'openai');
+  const target = checkTarget(where, given.target ?? (provider === anthropic ? 'https://api.anthropic.com' : 'https://api.openai.com'));
+  checkTargetPrefix(where, target, provider);
   return {
-    target: checkTarget(where, given.target ?? (provider === anthropic ? 'https://api.anthropic.com' : 'https://api.openai.com')),
+    target,
     provider,
     pool: given.pool === undefined ? undefined : checkPool(where, given.pool),
     byok: checkByok(where, given.byok, provider),
@@ -123,6 +125,17 @@ function checkTarget(where: string, value: unknown): URL {
     );
   }
   return url;
+}
+
+// The SDKs' base URLs end in /v1; the routes here already start with it.
+function checkTargetPrefix(where: string, target: URL, provider: Provider): void {
+  const path = target.pathname.replace(/\/+$/, '');
+  if (path.endsWith('/v1') && [...provider.routes].some((route) => route.startsWith('/v1/'))) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${where}: option "target" ends in /v1, and the routes already start with /v1 (the upstream would get ${path}/v1/...); give the base URL without /v1, such as "${target.origin}${path.slice(0, -3)}".`,
+    );
+  }
 }
 
 /** A pool is recognised by shape, so that a pool made by the CommonJS build works with the ESM one. */

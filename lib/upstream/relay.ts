@@ -13,6 +13,8 @@ import type { ResponseHeaders } from './rate-limit-headers.js';
 export type OutgoingHeaders = Record<string, string | string[]>;
 
 export interface UpstreamRequest {
+  /** Needed only with a dispatcher that serves several origins (an Agent). */
+  origin?: string;
   method: string;
   path: string;
   headers: OutgoingHeaders;
@@ -92,6 +94,7 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
   const timer = setTimeout(() => attempt.abort(TIMED_OUT), request.timeoutMs);
   try {
     const { statusCode, headers, body } = await dispatcher.request({
+      ...(request.origin === undefined ? {} : { origin: request.origin }),
       path: request.path,
       method: request.method,
       headers: request.headers,

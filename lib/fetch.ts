@@ -1,0 +1,109 @@
+import { Readable } from 'node:stream';
+import { Agent } from 'undici';
+import { MESSAGES, statusOf } from './errors.js';
+import { walkPool, type WalkOutcome } from './failover.js';
+import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
+import type { KeyPool } from './pool/key-pool.js';
+import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
+import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
+import { KeyFailoverError, describeValue } from './validations.js';
+
+export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes'>;
+
+/** A `fetch` that walks the pool: what the official `openai` and `@anthropic-ai/sdk` clients accept as `fetch`. */
+export type FailoverFetch = ((input: string | URL | Request, init?: RequestInit) => Promise<Response>) & {
+  /** Releases the upstream keep-alive connections. */
+  close(): Promise<void>;
+};
+
+const WHERE = 'createFailoverFetch()';
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * Each call is one upstream call with a fresh walker: the request body is
+ * buffered, sent with each available key in turn under the middleware's rules
+ * (the same loop), and the first usable Response is returned with its body
+ * still streaming. When the pool is exhausted the Response is the pool error
+ * (429 with Retry-After, or 502), marked `x-should-retry: false` so that the
+ * SDK does not retry what every key already refused. Network failures and
+ * timeouts reject, as `fetch` does.
+ */
+export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOptions): FailoverFetch {
+  if (!isKeyPool(pool)) {
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
+  }
+  const { provider, failover, timeoutMs, maxBodyBytes } = resolveOptions(WHERE, options, ['provider', 'failover', 'timeoutMs', 'maxBodyBytes']);
+  // One agent for any origin the caller names; our own timer bounds the wait for headers.
+  const agent = new Agent({ headersTimeout: 0, bodyTimeout: timeoutMs });
+  const drop = new Set(['host', 'content-length', 'accept-encoding', 'connection', 'keep-alive', 'transfer-encoding', ...provider.clientAuthHeaders]);
+
+  const failoverFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init);
+    const body = request.body === null ? null : Buffer.from(await request.arrayBuffer());
+    if (body !== null && body.length > maxBodyBytes) {
+      throw new RangeError(`${WHERE}: the request body is ${body.length} bytes, over maxBodyBytes (${maxBodyBytes}).`);
+    }
+    const url = new URL(request.url);
+    const headers: OutgoingHeaders = {};
+    request.headers.forEach((value, name) => {
+      if (!drop.has(name)) headers[name] = value;
+    });
+    if (body !== null) headers['content-length'] = String(body.length);
+
+    const outcome = await walkPool(pool, failover, (key) => {
+      const [name, value] = provider.authHeader(key.value);
+      return sendAttempt(agent, {
+        origin: url.origin,
+        method: request.method,
+        path: url.pathname + url.search,
+        headers: { ...headers, [name]: value },
+        body,
+        signal: request.signal,
+        timeoutMs,
+      });
+    });
+    return toResponse(outcome, request.signal);
+  };
+
+  function toResponse(outcome: WalkOutcome, signal: AbortSignal): Response {
+    switch (outcome.kind) {
+      case 'relay': {
+        const { status, headers, body } = outcome.response;
+        if (NULL_BODY_STATUS.has(status)) {
+          body.resume();
+          return new Response(null, { status, headers: toHeaders(headers) });
+        }
+        return new Response(Readable.toWeb(body) as ReadableStream, { status, headers: toHeaders(headers) });
+      }
+      case 'held':
+        return new Response(outcome.response.body, { status: outcome.response.status, headers: toHeaders(outcome.response.headers) });
+      case 'error': {
+        if (outcome.error === 'upstream_unreachable' || outcome.error === 'upstream_timeout') {
+          const reason = outcome.error === 'upstream_timeout' ? 'timeout' : 'unreachable';
+          throw new TypeError(`fetch failed: the upstream ${reason === 'timeout' ? 'did not answer in time' : 'could not be reached'}`, {
+            cause: new UpstreamFailure(reason),
+          });
+        }
+        const headers = new Headers({ 'content-type': 'application/json', 'x-should-retry': 'false' });
+        if (outcome.retryAfterSeconds !== undefined) headers.set('retry-after', String(outcome.retryAfterSeconds));
+        return new Response(JSON.stringify(provider.errorBody(outcome.error, MESSAGES[outcome.error])), {
+          status: statusOf(outcome.error),
+          headers,
+        });
+      }
+      case 'aborted':
+        throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+    }
+  }
+
+  return Object.assign(failoverFetch, { close: () => agent.close() });
+}
+
+function toHeaders(headers: ResponseHeaders): Headers {
+  const out = new Headers();
+  for (const [name, value] of Object.entries(relayableHeaders(headers))) {
+    if (name === 'content-length') continue; // the body may be re-chunked; let the Response work it out
+    for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
+  }
+  return out;
+}
