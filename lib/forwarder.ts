@@ -17,6 +17,7 @@ import {
 import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './validations.js';
 
 const HEADER_SAFE = /^[\x21-\x7e]+$/;
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 /**
  * What keyFailover and keyPassthrough share on the gateway side: the
@@ -45,6 +46,12 @@ export class Forwarder {
     if (typeof key === 'string' && HEADER_SAFE.test(key)) return key;
     this.fail(res, 'invalid_client_key');
     return null;
+  }
+
+  /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
+  requestId(req: Request): string | undefined {
+    const id = req.headers['x-request-id'];
+    return typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
   }
 
   /** The pool for this request, or undefined when the answer (500) was written. */

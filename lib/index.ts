@@ -9,8 +9,11 @@ export {
   type KeyPoolOptions,
   type KeySnapshot,
   type KeyStateName,
+  type MarkDetails,
   type PoolExhaustion,
+  type Strategy,
 } from './pool/key-pool.js';
+export type { AttemptOutcome, KeyPoolEvents, KeyRef } from './pool/events.js';
 export { MemoryKeyStateStore, type KeyState, type KeyStateStore } from './pool/store.js';
 export { KeyFailoverError, type KeyFailoverErrorCode, type Logger } from './validations.js';
 export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';

@@ -43,7 +43,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     const outcome =
       pool === undefined
         ? await forwarder.send(clientKey!, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome)
-        : await walkPool(pool, failover, (key) => forwarder.send(key.value, request));
+        : await walkPool(pool, failover, (key) => forwarder.send(key.value, request), forwarder.requestId(req));
     await forwarder.write(outcome, res);
   };
 

@@ -60,9 +60,9 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     if (pool === undefined) {
       outcome = await forwarder.send(clientKey!, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome);
     } else if (request.body === null || Buffer.isBuffer(request.body)) {
-      outcome = await walkPool(pool, failover, (key) => forwarder.send(key.value, request));
+      outcome = await walkPool(pool, failover, (key) => forwarder.send(key.value, request), forwarder.requestId(req));
     } else {
-      outcome = await sendOnce(pool, forwarder, request);
+      outcome = await sendOnce(pool, forwarder, request, forwarder.requestId(req));
     }
     await forwarder.write(outcome, res);
   };
@@ -81,16 +81,21 @@ function hasBody(req: Request): boolean {
 }
 
 /** A streamed body goes once, with the first available key; the key still learns from the answer. */
-async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Omit<UpstreamRequest, 'timeoutMs'>): Promise<WalkOutcome> {
+async function sendOnce(
+  pool: KeyPool,
+  forwarder: Forwarder,
+  request: Omit<UpstreamRequest, 'timeoutMs'>,
+  requestId?: string,
+): Promise<WalkOutcome> {
   const key = pool.walker().next();
   if (key === undefined) {
     (request.body as NodeJS.ReadableStream).resume();
-    return exhaustedOutcome(pool);
+    return exhaustedOutcome(pool, requestId);
   }
   try {
     const response = await forwarder.send(key.value, request);
     const action = forwarder.options.failover.get(response.status);
-    if (action !== undefined) markKey(pool, key, action, response);
+    if (action !== undefined) markKey(pool, key, action, response, requestId);
     return { kind: 'relay', response };
   } catch (error) {
     return failureOutcome(error);

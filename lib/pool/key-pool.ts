@@ -1,21 +1,27 @@
-import { inspect } from 'node:util';
+import { EventEmitter } from 'node:events';
 import { KeyFailoverError, checkFunction, checkKnownOptions, checkPositiveInteger, describeValue } from '../validations.js';
-import { MemoryKeyStateStore, type KeyStateStore } from './store.js';
-
-/** A key as given to the pool: the value alone, or with an id of your choosing. */
-export type KeyInput = string | { id?: string; key: string };
+import type { KeyPoolEvents } from './events.js';
+import { buildKeys, PoolKey, type KeyInput } from './keys.js';
+import { MemoryKeyStateStore, type KeyState, type KeyStateStore } from './store.js';
+import { KeyWalker, cumulativeWeights, weightedIndex, type Strategy } from './walker.js';
 
 export interface KeyPoolOptions {
-  /** The upstream API keys, tried in this order. */
+  /** The upstream API keys, tried in this order (the 'ordered' strategy). */
   keys: readonly KeyInput[];
+  /** Where each walk starts: 'ordered' (default), 'round-robin' or 'weighted'. */
+  strategy?: Strategy;
   /** Cooldown when a 429 carries no usable delay header. Default 60 000 ms. */
   defaultCooldownMs?: number;
   /** Shortest cooldown a 429's headers can set. Default 1 000 ms. */
   minCooldownMs?: number;
   /** Longest cooldown a 429's headers can set. Default 3 600 000 ms (1 h). */
   maxCooldownMs?: number;
+  /** When set, a disabled key is tried again after this long instead of staying out until `enable(id)`. */
+  authCooldownMs?: number;
   /** The clock cooldowns are measured against (epoch ms). Default `Date.now`. */
   now?: () => number;
+  /** Random numbers in [0, 1) for the 'weighted' strategy. Default `Math.random`. */
+  random?: () => number;
   /** Where key state lives. Default: a `MemoryKeyStateStore` of this process. */
   store?: KeyStateStore;
 }
@@ -29,133 +35,147 @@ export interface KeySnapshot {
   state: KeyStateName;
   /** Epoch ms, present while the key is cooling. */
   cooldownUntil?: number;
+  /** Epoch ms, present while a disabled key has an `authCooldownMs` to wait out. */
+  disabledUntil?: number;
 }
 
 /** Why a walk ended with no key left. */
-export type PoolExhaustion =
-  | { reason: 'rate_limited'; retryAfterMs: number }
-  | { reason: 'disabled' };
+export type PoolExhaustion = { reason: 'rate_limited'; retryAfterMs: number } | { reason: 'disabled' };
 
-const MIN_KEY_LENGTH_FOR_HINT = 16;
-const HEADER_SAFE = /^[\x21-\x7e]+$/;
-
-/**
- * One key of the pool. The value is held in a private field and hidden from
- * JSON.stringify and util.inspect, so that logging a key shows id and hint only.
- */
-export class PoolKey {
-  readonly #value: string;
-  readonly hint: string;
-
-  constructor(
-    readonly id: string,
-    value: string,
-  ) {
-    this.#value = value;
-    this.hint = value.length >= MIN_KEY_LENGTH_FOR_HINT ? value.slice(-4) : '';
-  }
-
-  /** The secret itself: only for the header sent upstream. */
-  get value(): string {
-    return this.#value;
-  }
-
-  toJSON(): { id: string; hint: string } {
-    return { id: this.id, hint: this.hint };
-  }
-
-  [inspect.custom](): string {
-    return `PoolKey { id: ${JSON.stringify(this.id)}, hint: ${JSON.stringify(this.hint)} }`;
-  }
-}
-
-/**
- * One request's way through the pool: starts at the first key and hands out
- * the first available key at or after its position, each key at most once.
- */
-export class KeyWalker {
-  private position = 0;
-
-  constructor(private readonly pool: KeyPool) {}
-
-  next(): PoolKey | undefined {
-    const keys = this.pool.keys;
-    const now = this.pool.now();
-    while (this.position < keys.length) {
-      const key = keys[this.position++]!;
-      if (this.pool.isAvailable(key.id, now)) return key;
-    }
-    return undefined;
-  }
+/** Where a mark came from, for the events. */
+export interface MarkDetails {
+  status?: number;
+  requestId?: string;
 }
 
 const WHERE = 'new KeyPool()';
+const OPTIONS = ['keys', 'strategy', 'defaultCooldownMs', 'minCooldownMs', 'maxCooldownMs', 'authCooldownMs', 'now', 'random', 'store'];
+const STRATEGIES: readonly Strategy[] = ['ordered', 'round-robin', 'weighted'];
 
-export class KeyPool {
-  /** @internal the keys in walking order */
-  readonly keys: readonly PoolKey[];
+export class KeyPool extends EventEmitter<KeyPoolEvents> {
   readonly now: () => number;
+  readonly strategy: Strategy;
   readonly defaultCooldownMs: number;
   /** Bounds for cooldowns read from response headers. */
   readonly cooldownBounds: { readonly minMs: number; readonly maxMs: number };
+  readonly authCooldownMs: number | undefined;
+  private readonly random: () => number;
   private readonly store: KeyStateStore;
-  private readonly byId: ReadonlyMap<string, PoolKey>;
+  // Replaced, never mutated, so that a walk in progress keeps the list it started with.
+  private keys: readonly PoolKey[] = [];
+  private byId = new Map<string, PoolKey>();
+  private weights: Float64Array = new Float64Array(0);
+  private nextStart = 0;
+  private keysCreated = 0;
 
   constructor(keysOrOptions: readonly KeyInput[] | KeyPoolOptions) {
-    const options: KeyPoolOptions = Array.isArray(keysOrOptions)
-      ? { keys: keysOrOptions }
-      : checkOptionsObject(keysOrOptions);
-    checkKnownOptions(WHERE, options, ['keys', 'defaultCooldownMs', 'minCooldownMs', 'maxCooldownMs', 'now', 'store']);
-    this.keys = buildKeys(options.keys);
-    this.byId = new Map(this.keys.map((key) => [key.id, key]));
-    this.defaultCooldownMs =
-      options.defaultCooldownMs === undefined
-        ? 60_000
-        : checkPositiveInteger(WHERE, 'defaultCooldownMs', options.defaultCooldownMs);
+    super();
+    const options: KeyPoolOptions = Array.isArray(keysOrOptions) ? { keys: keysOrOptions } : checkOptionsObject(keysOrOptions);
+    checkKnownOptions(WHERE, options, OPTIONS);
+    this.strategy = checkStrategy(options.strategy ?? 'ordered');
+    this.defaultCooldownMs = checkPositiveInteger(WHERE, 'defaultCooldownMs', options.defaultCooldownMs ?? 60_000);
     this.cooldownBounds = checkCooldownBounds(options.minCooldownMs ?? 1_000, options.maxCooldownMs ?? 3_600_000);
+    this.authCooldownMs = options.authCooldownMs === undefined ? undefined : checkPositiveInteger(WHERE, 'authCooldownMs', options.authCooldownMs);
     this.now = options.now === undefined ? Date.now : checkFunction<() => number>(WHERE, 'now', options.now);
+    this.random = options.random === undefined ? Math.random : checkFunction<() => number>(WHERE, 'random', options.random);
     this.store = options.store === undefined ? new MemoryKeyStateStore() : checkStore(options.store);
+    this.setKeys(buildKeys(WHERE, options.keys));
+    this.keysCreated = this.keys.length;
   }
 
   get size(): number {
     return this.keys.length;
   }
 
+  /** The ids, in walking order. */
+  ids(): string[] {
+    return this.keys.map((key) => key.id);
+  }
+
   /** A fresh walker for one upstream call. Never share one between requests. */
   walker(): KeyWalker {
-    return new KeyWalker(this);
+    const { keys } = this;
+    let start = 0;
+    if (this.strategy === 'round-robin') {
+      start = this.nextStart;
+      this.nextStart = start + 1 >= keys.length ? 0 : start + 1;
+    } else if (this.strategy === 'weighted') {
+      start = weightedIndex(this.weights, this.random());
+    }
+    return new KeyWalker(this, keys, start);
   }
 
   /** Cool key `id` for `ms` from now. A longer cooldown already set wins; a disabled key stays disabled. */
-  markRateLimited(id: string, ms: number): void {
-    this.requireKey(id, 'markRateLimited');
+  markRateLimited(id: string, ms: number, details: MarkDetails = {}): void {
+    const key = this.requireKey(id, 'markRateLimited');
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_OPTION',
-        `pool.markRateLimited("${id}", ms): ms must be a non-negative finite number of milliseconds, got ${describeValue(ms)}.`,
+        `pool.markRateLimited(${JSON.stringify(id)}, ms): ms must be a non-negative finite number of milliseconds, got ${describeValue(ms)}.`,
       );
     }
     this.store.markRateLimited(id, Math.ceil(this.now() + ms));
+    const state = this.store.get(id);
+    if (state && !state.disabled && this.listenerCount('rateLimited') > 0) {
+      this.emit('rateLimited', { id, hint: key.hint, cooldownMs: ms, cooldownUntil: state.cooldownUntil, ...details });
+    }
   }
 
-  /** Take key `id` out of the pool until `enable(id)`. */
-  markDisabled(id: string): void {
-    this.requireKey(id, 'markDisabled');
-    this.store.markDisabled(id);
+  /** Take key `id` out of the pool until `enable(id)` (or for `authCooldownMs`, when set). */
+  markDisabled(id: string, details: MarkDetails = {}): void {
+    const key = this.requireKey(id, 'markDisabled');
+    const until = this.authCooldownMs === undefined ? undefined : this.now() + this.authCooldownMs;
+    this.store.markDisabled(id, until);
+    this.emit('disabled', { id, hint: key.hint, ...(until === undefined ? {} : { until }), ...details });
   }
 
   /** Put key `id` back: neither disabled nor cooling. */
   enable(id: string): void {
-    this.requireKey(id, 'enable');
+    const key = this.requireKey(id, 'enable');
     this.store.enable(id);
+    this.emit('enabled', { id, hint: key.hint, reason: 'manual' });
+  }
+
+  /** Add a key at the end of the walking order, available. Its id defaults to `key-N`, N never reused. */
+  add(input: KeyInput): string {
+    const [key] = buildKeys('pool.add()', [input], { firstIndex: this.keysCreated, taken: this.keys });
+    this.keysCreated++;
+    this.store.enable(key!.id); // whatever a key of that id left behind is not this key's
+    this.setKeys([...this.keys, key!]);
+    return key!.id;
+  }
+
+  /** Remove key `id`; walks in progress finish with the list they started with. */
+  remove(id: string): void {
+    this.requireKey(id, 'remove');
+    if (this.keys.length === 1) {
+      throw new KeyFailoverError('ERR_EKF_INVALID_KEYS', `pool.remove(${JSON.stringify(id)}): a pool keeps at least one key; add the new one first.`);
+    }
+    this.setKeys(this.keys.filter((key) => key.id !== id));
+    this.store.enable(id);
+  }
+
+  /**
+   * Replace the whole list. A key that stays (same id and same value) keeps
+   * its state; a new key, or an id whose value changed (a rotated key), starts available.
+   */
+  replace(inputs: readonly KeyInput[]): void {
+    const keys = buildKeys('pool.replace()', inputs);
+    for (const key of keys) {
+      if (this.byId.get(key.id)?.value !== key.value) this.store.enable(key.id);
+    }
+    const kept = new Set(keys.map((key) => key.id));
+    for (const old of this.keys) if (!kept.has(old.id)) this.store.enable(old.id);
+    this.keysCreated = Math.max(this.keysCreated, keys.length);
+    this.setKeys(keys);
   }
 
   /** Each key's id, hint and state; never a key value. */
   snapshot(): KeySnapshot[] {
     const now = this.now();
     return this.keys.map(({ id, hint }) => {
-      const state = this.store.get(id);
-      if (state?.disabled) return { id, hint, state: 'disabled' };
+      const state = this.currentState(id, now);
+      if (state?.disabled) return state.disabledUntil === undefined ? { id, hint, state: 'disabled' } : { id, hint, state: 'disabled', disabledUntil: state.disabledUntil };
       if (state && state.cooldownUntil > now) return { id, hint, state: 'cooling', cooldownUntil: state.cooldownUntil };
       return { id, hint, state: 'available' };
     });
@@ -169,31 +189,48 @@ export class KeyPool {
   exhaustion(): PoolExhaustion {
     const now = this.now();
     let smallestRemaining = Infinity;
-    let anyEnabled = false;
     for (const { id } of this.keys) {
-      const state = this.store.get(id);
+      const state = this.currentState(id, now);
       if (state?.disabled) continue;
-      anyEnabled = true;
-      if (state) smallestRemaining = Math.min(smallestRemaining, Math.max(0, state.cooldownUntil - now));
-      else smallestRemaining = 0;
+      smallestRemaining = Math.min(smallestRemaining, state ? Math.max(0, state.cooldownUntil - now) : 0);
     }
-    if (!anyEnabled) return { reason: 'disabled' };
+    if (smallestRemaining === Infinity) return { reason: 'disabled' };
     return { reason: 'rate_limited', retryAfterMs: smallestRemaining };
   }
 
-  /** @internal */
+  /** @internal whether a walker may hand out key `id` at `now` */
   isAvailable(id: string, now: number): boolean {
-    const state = this.store.get(id);
+    const state = this.currentState(id, now);
     return state === undefined || (!state.disabled && state.cooldownUntil <= now);
   }
 
-  private requireKey(id: string, method: string): void {
-    if (!this.byId.has(id)) {
+  /** The stored state, after bringing back a disabled key whose authCooldownMs ran out. */
+  private currentState(id: string, now: number): KeyState | undefined {
+    const state = this.store.get(id);
+    if (state?.disabled && state.disabledUntil !== undefined && state.disabledUntil <= now) {
+      this.store.enable(id);
+      this.emit('enabled', { id, hint: this.byId.get(id)?.hint ?? '', reason: 'authCooldown' });
+      return undefined;
+    }
+    return state;
+  }
+
+  private setKeys(keys: readonly PoolKey[]): void {
+    this.keys = keys;
+    this.byId = new Map(keys.map((key) => [key.id, key]));
+    this.weights = cumulativeWeights(keys);
+    if (this.nextStart >= keys.length) this.nextStart = 0;
+  }
+
+  private requireKey(id: string, method: string): PoolKey {
+    const key = this.byId.get(id);
+    if (!key) {
       throw new KeyFailoverError(
         'ERR_EKF_UNKNOWN_KEY',
         `pool.${method}(${JSON.stringify(id)}): no key has this id. Ids in this pool: ${[...this.byId.keys()].join(', ')}.`,
       );
     }
+    return key;
   }
 }
 
@@ -205,6 +242,18 @@ function checkOptionsObject(value: unknown): KeyPoolOptions {
     );
   }
   return value as KeyPoolOptions;
+}
+
+function checkStrategy(value: unknown): Strategy {
+  if (!STRATEGIES.includes(value as Strategy)) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "strategy" must be one of ${STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${
+        typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
+      }.`,
+    );
+  }
+  return value as Strategy;
 }
 
 function checkCooldownBounds(minMs: unknown, maxMs: unknown): { minMs: number; maxMs: number } {
@@ -225,78 +274,9 @@ function checkStore(value: unknown): KeyStateStore {
   const store = value as Partial<KeyStateStore> | null;
   const methods = ['get', 'markRateLimited', 'markDisabled', 'enable'] as const;
   if (typeof store !== 'object' || store === null || methods.some((m) => typeof store[m] !== 'function')) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "store" must implement KeyStateStore (${methods.join(', ')}).`,
-    );
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "store" must implement KeyStateStore (${methods.join(', ')}).`);
   }
   return store as KeyStateStore;
 }
 
-// Error messages here name a key by its index, never by its value.
-function buildKeys(inputs: unknown): PoolKey[] {
-  if (!Array.isArray(inputs) || inputs.length === 0) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_KEYS',
-      `${WHERE}: "keys" must be a non-empty array of API keys (strings or { id, key }), got ${
-        Array.isArray(inputs) ? 'an empty array' : describeValue(inputs)
-      }.`,
-    );
-  }
-  const keys: PoolKey[] = [];
-  const indexByValue = new Map<string, number>();
-  const indexById = new Map<string, number>();
-  inputs.forEach((input: unknown, index) => {
-    const { id, value } = readKeyInput(input, index);
-    if (!HEADER_SAFE.test(value)) {
-      throw new KeyFailoverError(
-        'ERR_EKF_INVALID_KEYS',
-        `${WHERE}: the key at index ${index} contains whitespace or characters not allowed in an HTTP header; check for a stray newline or quote.`,
-      );
-    }
-    const sameValue = indexByValue.get(value);
-    if (sameValue !== undefined) {
-      throw new KeyFailoverError(
-        'ERR_EKF_DUPLICATE_KEY',
-        `${WHERE}: the key at index ${index} is the same key as the one at index ${sameValue}; list each key once.`,
-      );
-    }
-    const sameId = indexById.get(id);
-    if (sameId !== undefined) {
-      throw new KeyFailoverError(
-        'ERR_EKF_DUPLICATE_KEY',
-        `${WHERE}: the keys at index ${sameId} and ${index} both have the id ${JSON.stringify(id)}; ids must be unique.`,
-      );
-    }
-    indexByValue.set(value, index);
-    indexById.set(id, index);
-    keys.push(new PoolKey(id, value));
-  });
-  return keys;
-}
-
-function readKeyInput(input: unknown, index: number): { id: string; value: string } {
-  if (typeof input === 'string' && input.length > 0) return { id: `key-${index}`, value: input };
-  if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
-    const { id, key } = input as { id?: unknown; key?: unknown };
-    if (typeof key !== 'string' || key.length === 0) {
-      throw new KeyFailoverError(
-        'ERR_EKF_INVALID_KEYS',
-        `${WHERE}: the entry at index ${index} needs a non-empty string "key", got ${describeValue(key)}.`,
-      );
-    }
-    if (id !== undefined && (typeof id !== 'string' || id.length === 0)) {
-      throw new KeyFailoverError(
-        'ERR_EKF_INVALID_KEYS',
-        `${WHERE}: the entry at index ${index} has an "id" that is not a non-empty string (${describeValue(id)}).`,
-      );
-    }
-    return { id: id ?? `key-${index}`, value: key };
-  }
-  throw new KeyFailoverError(
-    'ERR_EKF_INVALID_KEYS',
-    `${WHERE}: the key at index ${index} must be a non-empty string or { id, key }, got ${
-      input === '' ? 'an empty string' : describeValue(input)
-    }.`,
-  );
-}
+export { KeyWalker, PoolKey, type KeyInput, type Strategy };

@@ -11,17 +11,19 @@
 export interface KeyState {
   /** Epoch milliseconds until which the key is cooling down; 0 when it is not. */
   cooldownUntil: number;
-  /** Out of the pool until enabled again. */
+  /** Out of the pool. */
   disabled: boolean;
+  /** With `disabled`: epoch ms when the key may be tried again (`authCooldownMs`); absent when only `enable` brings it back. */
+  disabledUntil?: number;
 }
 
 export interface KeyStateStore {
-  /** The state of a key, or undefined for a key the store has never seen (available). */
+  /** The state of a key, or undefined for a key the store holds nothing about (available). */
   get(id: string): KeyState | undefined;
   /** Cool the key until `until` (epoch ms) unless it already cools longer or is disabled. */
   markRateLimited(id: string, until: number): void;
-  /** Take the key out of the pool until `enable(id)`. */
-  markDisabled(id: string): void;
+  /** Take the key out of the pool, until `enable(id)` or, when given, until `until` (epoch ms). */
+  markDisabled(id: string, until?: number): void;
   /** Put the key back: not disabled, not cooling. */
   enable(id: string): void;
 }
@@ -43,8 +45,8 @@ export class MemoryKeyStateStore implements KeyStateStore {
     }
   }
 
-  markDisabled(id: string): void {
-    this.states.set(id, { cooldownUntil: 0, disabled: true });
+  markDisabled(id: string, until?: number): void {
+    this.states.set(id, until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until });
   }
 
   enable(id: string): void {
