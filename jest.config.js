@@ -1,10 +1,28 @@
-/** @type {import('jest').Config} */
-module.exports = {
+/**
+ * Two projects run the same suite: one on Express 5 (what `express` resolves
+ * to), one on Express 4 (the `express4` alias). The demo and the browser test
+ * run once, on Express 5.
+ * @type {import('jest').Config}
+ */
+const base = {
   testEnvironment: 'node',
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
   // Sources import siblings as './x.js' (what the ESM build needs); jest resolves the .ts.
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+};
+
+module.exports = {
   testTimeout: 20000,
+  projects: [
+    { ...base, displayName: 'express5', globals: { expectedExpressMajor: 5 } },
+    {
+      ...base,
+      displayName: 'express4',
+      globals: { expectedExpressMajor: 4 },
+      testPathIgnorePatterns: ['/node_modules/', 'demo\\.test\\.ts$', 'status-page\\.test\\.ts$'],
+      moduleNameMapper: { ...base.moduleNameMapper, '^express(/.*)?$': 'express4$1' },
+    },
+  ],
 };
