@@ -142,6 +142,20 @@ describe('runtime management', () => {
 });
 
 describe('events', () => {
+  test('only real changes are events: a shorter cooldown under a longer one, or disabling a disabled key, emits nothing', () => {
+    const pool = new KeyPool([K0, K1]);
+    const seen: string[] = [];
+    pool.on('rateLimited', (e) => seen.push(`rateLimited ${e.id} ${e.cooldownMs}`));
+    pool.on('disabled', (e) => seen.push(`disabled ${e.id}`));
+    pool.markRateLimited('key-0', 30_000);
+    pool.markRateLimited('key-0', 10_000);
+    pool.markRateLimited('key-0', 40_000);
+    pool.markDisabled('key-1');
+    pool.markDisabled('key-1');
+    pool.markRateLimited('key-1', 5_000);
+    expect(seen).toEqual(['rateLimited key-0 30000', 'rateLimited key-0 40000', 'disabled key-1']);
+  });
+
   let upstream: MockUpstream;
   beforeAll(async () => {
     upstream = await MockUpstream.start();

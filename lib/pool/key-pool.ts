@@ -114,9 +114,11 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
         `pool.markRateLimited(${JSON.stringify(id)}, ms): ms must be a non-negative finite number of milliseconds, got ${describeValue(ms)}.`,
       );
     }
+    const before = this.store.get(id)?.cooldownUntil;
     this.store.markRateLimited(id, Math.ceil(this.now() + ms));
     const state = this.store.get(id);
-    if (state && !state.disabled && this.listenerCount('rateLimited') > 0) {
+    // Only a real change is an event: a shorter mark that a longer cooldown outlasts is not.
+    if (state && !state.disabled && state.cooldownUntil !== before) {
       this.emit('rateLimited', { id, hint: key.hint, cooldownMs: ms, cooldownUntil: state.cooldownUntil, ...details });
     }
   }
@@ -125,8 +127,9 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   markDisabled(id: string, details: MarkDetails = {}): void {
     const key = this.requireKey(id, 'markDisabled');
     const until = this.authCooldownMs === undefined ? undefined : this.now() + this.authCooldownMs;
+    const wasDisabled = this.store.get(id)?.disabled === true;
     this.store.markDisabled(id, until);
-    this.emit('disabled', { id, hint: key.hint, ...(until === undefined ? {} : { until }), ...details });
+    if (!wasDisabled) this.emit('disabled', { id, hint: key.hint, ...(until === undefined ? {} : { until }), ...details });
   }
 
   /** Put key `id` back: neither disabled nor cooling. */
