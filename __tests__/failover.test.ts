@@ -1,18 +1,10 @@
 import type { Express } from 'express';
 import http from 'node:http';
 import request from 'supertest';
-import { CHAT, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, listen } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { byKey, ok, status } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 const post = (app: Express, path = CHAT) =>
   request(app).post(path).set('authorization', 'Bearer gateway-user-token').send(chatBody);

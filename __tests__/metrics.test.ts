@@ -3,18 +3,10 @@ import { Counter, Registry, register as globalRegister } from 'prom-client';
 import request from 'supertest';
 import { KeyPool, type KeyFailoverOptions, type KeyPoolOptions } from '../lib/index.js';
 import { LATENCY_BUCKETS, poolMetrics, type PoolMetrics, type PoolMetricsOptions } from '../lib/metrics.js';
-import { CHAT, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, type Gateway } from './support/gateway.js';
-import { MockUpstream, byKey, json, ok, status } from './support/mock-upstream.js';
+import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
+import { byKey, json, ok, status } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 /** A gateway as a user would write it, with GET /metrics serving `registry`. */
 function gatewayWithMetrics(

@@ -1,19 +1,11 @@
 import http from 'node:http';
 import net from 'node:net';
 import request from 'supertest';
-import { CHAT, K0, chatBody, closeGateways, gateway, listen } from './support/gateway.js';
+import { CHAT, K0, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { gate } from './support/client.js';
-import { MockUpstream, ok } from './support/mock-upstream.js';
+import { ok } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 async function closedPort(): Promise<number> {
   const server = net.createServer();

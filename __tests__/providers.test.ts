@@ -1,18 +1,10 @@
 import request from 'supertest';
 import { KeyFailoverError, openaiCompatible } from '../lib/index.js';
-import { K0, K1, K2, closeGateways, gateway, listen } from './support/gateway.js';
+import { K0, K1, K2, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { gate, postStreaming } from './support/client.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { byKey, ok, status } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 const messagesBody = { model: 'claude-sonnet-4-5', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] };
 

@@ -3,18 +3,10 @@ import http from 'node:http';
 import express from 'express';
 import request from 'supertest';
 import { keyFailover, KeyPool } from '../lib/index.js';
-import { CHAT, K0, K1, chatBody, closeGateways, gateway, listen } from './support/gateway.js';
-import { MockUpstream, byKey, json, ok, status } from './support/mock-upstream.js';
+import { CHAT, K0, K1, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { byKey, json, ok, status } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 test('a body of several MB reaches k1 byte-identical to what k0 got, with the right Content-Length', async () => {
   const { app } = gateway(upstream.url);

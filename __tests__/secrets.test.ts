@@ -2,27 +2,18 @@ import express from 'express';
 import { inspect } from 'node:util';
 import request from 'supertest';
 import { keyFailover, KeyPool } from '../lib/index.js';
-import { CHAT, K0, K1, K2, KEYS, chatBody, closeGateways, gateway } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, useMockUpstream } from './support/gateway.js';
+import { byKey, ok, status } from './support/mock-upstream.js';
 
 /**
  * Drives every answer the middleware writes itself, and every other output,
  * and scans all of it for key values (and for the key with its Bearer prefix
  * stripped to the part after "sk-", in case of partial echoes).
  */
-let upstream: MockUpstream;
+const upstream = useMockUpstream();
 const captured: string[] = [];
 const warnings: string[] = [];
 const logger = { warn: (m: string) => warnings.push(m) };
-
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
 
 function capture(res: request.Response): void {
   captured.push(`${res.status} ${JSON.stringify(res.headers)} ${res.text}`);

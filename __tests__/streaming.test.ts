@@ -1,16 +1,8 @@
-import { CHAT, K0, K1, chatBody, closeGateways, gateway, listen } from './support/gateway.js';
+import { CHAT, K0, K1, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { gate, postStreaming } from './support/client.js';
-import { MockUpstream, byKey, status, type Behaviour } from './support/mock-upstream.js';
+import { byKey, status, type Behaviour } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 const streamBody = { ...chatBody, stream: true };
 const event = (n: number) => `data: {"choices":[{"delta":{"content":"tok${n}"}}]}\n\n`;

@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { MockUpstream } from './mock-upstream.js';
 import { keyFailover, KeyPool, type KeyFailoverMiddleware, type KeyFailoverOptions, type KeyPoolOptions } from '../../lib/index.js';
 
 // Shaped like real keys, but not real, and shorter than anything a secret scanner flags.
@@ -64,3 +65,18 @@ export async function listen(app: Express): Promise<{ url: string; close: () => 
 
 export const CHAT = '/v1/chat/completions';
 export const chatBody = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+
+/**
+ * The usual test file set-up: one mock upstream for the file, reset after each
+ * test; at the end the gateways the file made and the upstream are closed.
+ */
+export function useMockUpstream(): MockUpstream {
+  const upstream = new MockUpstream();
+  beforeAll(() => upstream.listen());
+  afterEach(() => upstream.reset());
+  afterAll(async () => {
+    await closeGateways();
+    await upstream.close();
+  });
+  return upstream;
+}

@@ -27,7 +27,7 @@ export class MockUpstream {
   onRequestStart: (() => void) | undefined;
   private readonly server: http.Server;
 
-  private constructor() {
+  constructor() {
     this.server = http.createServer((req, res) => {
       this.onRequestStart?.();
       const chunks: Buffer[] = [];
@@ -52,8 +52,12 @@ export class MockUpstream {
 
   static async start(): Promise<MockUpstream> {
     const mock = new MockUpstream();
-    await new Promise<void>((resolve) => mock.server.listen(0, '127.0.0.1', resolve));
+    await mock.listen();
     return mock;
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve));
   }
 
   get url(): string {

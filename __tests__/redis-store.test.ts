@@ -1,0 +1,317 @@
+import type { Express } from 'express';
+import { Redis, type RedisOptions } from 'ioredis';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import request from 'supertest';
+import { KeyFailoverError, type KeyPoolOptions } from '../lib/index.js';
+import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway } from './support/gateway.js';
+import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { RedisServer } from './support/redis-server.js';
+
+/**
+ * Two gateway replicas (two Express apps, two pools, two RedisStateStores)
+ * sharing one real redis-server, each with its own injected clock.
+ */
+let redis: RedisServer;
+let upstream: MockUpstream;
+let inspector: Redis;
+const stores: RedisStateStore[] = [];
+/** Clients a test makes itself, disconnected after it even when it fails, so that jest can exit. */
+const clients: Redis[] = [];
+const client = (options: RedisOptions = {}) => {
+  const redisClient = new Redis(redis.url, options);
+  clients.push(redisClient);
+  return redisClient;
+};
+let tests = 0;
+let prefix = '';
+
+beforeAll(async () => {
+  [redis, upstream] = await Promise.all([RedisServer.start(), MockUpstream.start()]);
+  inspector = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: true });
+  inspector.on('error', () => {});
+});
+beforeEach(() => {
+  prefix = `ekf-test-${++tests}:`;
+});
+afterEach(async () => {
+  upstream.reset();
+  await Promise.all(stores.splice(0).map((store) => store.close()));
+  for (const c of clients.splice(0)) c.disconnect();
+});
+afterAll(async () => {
+  inspector.disconnect();
+  await closeGateways();
+  await upstream.close();
+  await redis?.stop();
+});
+
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+
+function replica(options: { offsetMs?: number; logs?: string[]; infos?: string[]; pool?: Partial<KeyPoolOptions>; store?: Partial<RedisStateStoreOptions> } = {}) {
+  const clock = new FakeClock(T0 + (options.offsetMs ?? 0));
+  const logger = options.logs ? { warn: (message: string) => options.logs!.push(message), info: (message: string) => options.infos?.push(message) } : false;
+  const store = new RedisStateStore({ url: redis.url, prefix, now: clock.now, logger, ...options.store });
+  stores.push(store);
+  const { app, pool } = gateway(upstream.url, {}, { store, now: clock.now, ...options.pool });
+  return { app, pool, clock, store };
+}
+type Replica = ReturnType<typeof replica>;
+
+const post = (app: Express) => request(app).post(CHAT).send(chatBody).timeout(3000);
+const stateOf = (r: Replica, id: string) => r.pool.snapshot().find((k) => k.id === id)!;
+const remaining = (r: Replica, id: string) => (stateOf(r, id).cooldownUntil ?? 0) - r.clock.now();
+/** Fake clocks stand still while Redis's TTLs run: a value read back from Redis is a few ms short. */
+const near = (actual: number, expected: number, tolerance = 200) => Math.abs(actual - expected) <= tolerance;
+
+async function eventually(check: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
+  const started = Date.now();
+  while (!(await check())) {
+    if (Date.now() - started > ms) throw new Error(`timed out after ${ms} ms waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return Date.now() - started;
+}
+
+test('a 429 seen by replica A makes replica B skip that key on its next request; in Redis the cooldown expires by itself', async () => {
+  const a = replica();
+  const b = replica();
+  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+
+  expect((await post(a.app)).status).toBe(200);
+  expect(upstream.keysSeen()).toEqual([K0, K1]);
+  const ms = await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of key-0");
+  console.log(`B saw A's 429 after ${ms} ms`);
+  expect(near(remaining(b, 'key-0'), 30_000)).toBe(true);
+
+  upstream.seen.length = 0;
+  expect((await post(b.app)).status).toBe(200);
+  expect(upstream.keysSeen()).toEqual([K1]);
+
+  const pttl = await inspector.pttl(`${prefix}cooldown:key-0`);
+  expect(pttl).toBeGreaterThan(29_000);
+  expect(pttl).toBeLessThanOrEqual(30_000);
+});
+
+test('a 401 on A disables the key on B; pool.enable() on B brings it back on A', async () => {
+  const a = replica();
+  const b = replica();
+  upstream.behaviour = byKey({ [K0]: status(401) }, ok());
+
+  expect((await post(a.app)).status).toBe(200);
+  await eventually(() => stateOf(b, 'key-0').state === 'disabled', "B's view of key-0");
+  upstream.seen.length = 0;
+  expect((await post(b.app)).status).toBe(200);
+  expect(upstream.keysSeen()).toEqual([K1]);
+  expect(await inspector.pttl(`${prefix}disabled:key-0`)).toBe(-1); // no expiry: until enable()
+
+  b.pool.enable('key-0');
+  await eventually(() => stateOf(a, 'key-0').state === 'available', "A's view of key-0");
+  upstream.reset();
+  expect((await post(a.app)).status).toBe(200);
+  expect(upstream.keysSeen()).toEqual([K0]);
+  expect(await inspector.exists(`${prefix}disabled:key-0`)).toBe(0);
+});
+
+test('an authCooldownMs disable expires in Redis by itself and is seen with its deadline on both', async () => {
+  const a = replica({ pool: { authCooldownMs: 60_000 } });
+  const b = replica({ pool: { authCooldownMs: 60_000 } });
+  a.pool.markDisabled('key-1');
+  await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
+  expect(near(stateOf(b, 'key-1').disabledUntil! - b.clock.now(), 60_000)).toBe(true);
+  const pttl = await inspector.pttl(`${prefix}disabled:key-1`);
+  expect(pttl).toBeGreaterThan(59_000);
+  expect(pttl).toBeLessThanOrEqual(60_000);
+});
+
+test('concurrent marks from both replicas keep the longer cooldown, in either order', async () => {
+  const a = replica();
+  const b = replica();
+  await eventually(() => inspector.exists(`${prefix}epoch`).then((n) => n === 1), 'both replicas connected');
+  a.pool.markRateLimited('key-0', 10_000); // same tick: both scripts are in flight at once
+  b.pool.markRateLimited('key-0', 30_000);
+  b.pool.markRateLimited('key-1', 10_000);
+  a.pool.markRateLimited('key-1', 30_000);
+
+  for (const id of ['key-0', 'key-1']) {
+    await eventually(() => near(remaining(a, id), 30_000) && near(remaining(b, id), 30_000), `both views of ${id} at 30 s`);
+    expect(await inspector.pttl(`${prefix}cooldown:${id}`)).toBeGreaterThan(29_000);
+  }
+});
+
+test('30 s then 10 s keeps 30 s, also for a replica that has not heard of the 30 s yet', async () => {
+  const a = replica();
+  a.pool.markRateLimited('key-2', 30_000);
+  await eventually(() => inspector.pttl(`${prefix}cooldown:key-2`).then((ms) => ms > 0), 'the 30 s mark in Redis');
+  // A replica just starting: its 10 s mark is made before it has synced, and goes to Redis when it connects.
+  const c = replica();
+  c.pool.markRateLimited('key-2', 10_000);
+  expect(remaining(c, 'key-2')).toBe(10_000);
+  await eventually(() => remaining(c, 'key-2') > 29_000, "C's view corrected to 30 s");
+  expect(await inspector.pttl(`${prefix}cooldown:key-2`)).toBeGreaterThan(29_000);
+});
+
+test('clock skew: a replica whose clock is 5 s ahead sees the same remaining cooldown', async () => {
+  const a = replica();
+  const b = replica({ offsetMs: 5000 });
+  a.pool.markRateLimited('key-0', 20_000);
+  await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of key-0");
+  expect(near(remaining(b, 'key-0'), 20_000)).toBe(true);
+  expect(near(stateOf(b, 'key-0').cooldownUntil!, T0 + 5000 + 20_000)).toBe(true); // not T0 + 20 000: that would be 15 s on B's clock
+  // A replica starting later reads it by resync, also on its own clock.
+  const c = replica({ offsetMs: -3000 });
+  await eventually(() => stateOf(c, 'key-0').state === 'cooling', "C's view of key-0");
+  expect(near(remaining(c, 'key-0'), 20_000)).toBe(true);
+});
+
+test('a client you give is used and left open; the store subscribes on a duplicate; its keyPrefix is honoured', async () => {
+  const mine = client({ keyPrefix: 'app:' });
+  const store = new RedisStateStore({ client: mine, prefix, logger: false });
+  stores.push(store);
+  store.markDisabled('key-2');
+  await eventually(() => inspector.exists(`app:${prefix}disabled:key-2`).then((n) => n === 1), 'the disable in Redis, under the keyPrefix');
+  // Another replica, started later, with the same kind of client: it learns the state by resync.
+  const other = client({ keyPrefix: 'app:' });
+  const late = new RedisStateStore({ client: other, prefix, logger: false });
+  stores.push(late);
+  await eventually(() => late.get('key-2')?.disabled === true, "the late replica's view of key-2");
+  await Promise.all([store.close(), late.close()]);
+  expect([mine.status, other.status]).toEqual(['ready', 'ready']);
+});
+
+describe('option validation', () => {
+  test.each([
+    [{}, 'ERR_EKF_INVALID_OPTION', /exactly one of option "client".*"url".*got neither/],
+    [{ url: 'redis://127.0.0.1:1', client: {} }, 'ERR_EKF_INVALID_OPTION', /exactly one of option "client".*got both/],
+    [{ url: 42 }, 'ERR_EKF_INVALID_OPTION', /"url" must be a redis:\/\/ or rediss:\/\/ URL string, got 42/],
+    [{ url: 'http://:hunter2@127.0.0.1' }, 'ERR_EKF_INVALID_OPTION', /"url" must be .* got another string/],
+    [{ client: {} }, 'ERR_EKF_INVALID_OPTION', /"client" must be an ioredis client/],
+    [{ url: 'redis://127.0.0.1:1', prefix: '' }, 'ERR_EKF_INVALID_OPTION', /"prefix" must be a non-empty string/],
+    [{ url: 'redis://127.0.0.1:1', now: 5 }, 'ERR_EKF_INVALID_OPTION', /"now" must be a function/],
+    [{ url: 'redis://127.0.0.1:1', logger: 'yes' }, 'ERR_EKF_INVALID_OPTION', /"logger" must be an object with a warn/],
+    [{ url: 'redis://127.0.0.1:1', operationTimeoutMs: 0 }, 'ERR_EKF_INVALID_OPTION', /"operationTimeoutMs" must be a positive integer, got 0/],
+    [{ url: 'redis://127.0.0.1:1', resyncIntervalMs: -1 }, 'ERR_EKF_INVALID_OPTION', /"resyncIntervalMs" must be a non-negative integer/],
+    [{ url: 'redis://127.0.0.1:1', host: 'x' }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "host"/],
+    [null, 'ERR_EKF_INVALID_OPTION', /expected an options object/],
+  ])('rejects %p', (input, code, message) => {
+    let error: unknown;
+    try {
+      new RedisStateStore(input as never);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(KeyFailoverError);
+    expect((error as KeyFailoverError).code).toBe(code);
+    expect((error as KeyFailoverError).message).toMatch(message);
+    expect((error as KeyFailoverError).message).toMatch(/^new RedisStateStore\(\)/);
+    expect((error as KeyFailoverError).message).not.toContain('hunter2');
+  });
+});
+
+test('no key value is ever stored in Redis or published', async () => {
+  const messages: string[] = [];
+  const sniffer = client();
+  await sniffer.psubscribe('*');
+  sniffer.on('pmessage', (_pattern: string, channel: string, message: string) => messages.push(channel + ' ' + message));
+  const a = replica({ pool: { authCooldownMs: 60_000 } });
+  const b = replica();
+  upstream.behaviour = byKey({ [K0]: status(429), [K1]: status(401) }, ok());
+  expect((await post(a.app)).status).toBe(200);
+  await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
+  b.pool.enable('key-1');
+  await eventually(() => messages.length >= 3, 'three events');
+
+  const stored: string[] = [];
+  for (const key of await inspector.keys('*')) {
+    const type = await inspector.type(key);
+    stored.push(key, ...(type === 'string' ? [(await inspector.get(key))!] : type === 'set' ? await inspector.smembers(key) : [type]));
+  }
+  expect(stored).toContain(`${prefix}cooldown:key-0`);
+  expect(messages.some((m) => m.includes('"id":"key-1"'))).toBe(true);
+  for (const text of [...stored, ...messages]) for (const key of KEYS) expect(text).not.toContain(key);
+});
+
+test('the main entry does not import ioredis, even indirectly: only ./redis does', () => {
+  const seen = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const [, spec] of readFileSync(file, 'utf8').matchAll(/^(?:import|export)[^'"]*from '([^']+)'/gm)) {
+      if (spec!.startsWith('.')) visit(path.resolve(path.dirname(file), spec!.replace(/\.js$/, '.ts')));
+      else seen.add(spec!);
+    }
+  };
+  visit(path.join(__dirname, '..', 'lib', 'index.ts'));
+  expect([...seen].filter((f) => /ioredis|redis-store/.test(f))).toEqual([]);
+  expect(seen.size).toBeGreaterThan(10);
+});
+
+test('Redis hanging: requests do not wait, one warning, and the marks arrive once it answers again', async () => {
+  const logsA: string[] = [];
+  const infosA: string[] = [];
+  const a = replica({ logs: logsA, infos: infosA, store: { operationTimeoutMs: 200 } });
+  const b = replica({ store: { operationTimeoutMs: 200 } });
+  await eventually(() => inspector.exists(`${prefix}epoch`).then((n) => n === 1), 'both replicas connected');
+  redis.pause();
+  try {
+    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+    const started = Date.now();
+    expect((await post(a.app)).status).toBe(200);
+    expect((await post(a.app)).status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(1500); // a request that waited on the hung Redis would not come back at all
+    expect(upstream.keysSeen()).toEqual([K0, K1, K1]);
+    await eventually(() => logsA.length === 1, 'the outage noticed by A (its mark timed out)');
+  } finally {
+    redis.resume();
+  }
+  await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of A's mark", 5000);
+  await eventually(() => infosA.length === 1, "A's recovery noticed", 5000);
+  expect(infosA).toEqual([expect.stringMatching(/Redis is reachable again/)]);
+  expect(logsA).toHaveLength(1);
+});
+
+// Last: it kills and restarts the server.
+test('Redis down mid-test: both replicas keep answering, warn once, and reconverge when it is back', async () => {
+  const logsA: string[] = [];
+  const logsB: string[] = [];
+  const infosB: string[] = [];
+  const a = replica({ logs: logsA });
+  const b = replica({ logs: logsB, infos: infosB });
+  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+  expect((await post(a.app)).status).toBe(200);
+  await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of key-0");
+
+  await redis.kill();
+  await eventually(() => logsA.length === 1 && logsB.length === 1, 'one warning from each replica');
+
+  // During the outage: marks stay local, answers come at once from the local views.
+  a.pool.markDisabled('key-1');
+  for (let i = 0; i < 3; i++) {
+    upstream.seen.length = 0;
+    const started = Date.now();
+    expect((await post(a.app)).status).toBe(200);
+    expect((await post(b.app)).status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(upstream.keysSeen()).toEqual([K2, K1]);
+  }
+  b.pool.markRateLimited('key-2', 45_000);
+  expect(stateOf(b, 'key-1').state).toBe('available');
+  expect(stateOf(a, 'key-2').state).toBe('available');
+
+  await redis.start(); // same port, empty database: each replica gives back what it knows
+  await eventually(() => stateOf(b, 'key-1').state === 'disabled' && stateOf(a, 'key-2').state === 'cooling', 'both outage-time marks on the other replica', 10_000);
+  expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
+  expect(remaining(a, 'key-2')).toBeGreaterThan(40_000);
+  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${prefix}disabled:key-1`)).toBe(-1);
+  upstream.seen.length = 0;
+  const res = await post(b.app);
+  expect(res.status).toBe(429); // every key out on B too: key-0 and key-2 cooling, key-1 disabled
+  expect(upstream.keysSeen()).toEqual([]);
+
+  expect(logsA).toEqual([expect.stringMatching(/Redis is unreachable.*serving key state from this process/)]);
+  expect(logsB).toHaveLength(1);
+  expect(infosB).toHaveLength(1); // and one line when it came back
+  for (const line of [...logsA, ...logsB]) for (const key of KEYS) expect(line).not.toContain(key);
+}, 30_000);

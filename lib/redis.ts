@@ -1,0 +1,1 @@
+export { RedisStateStore, type RedisStateStoreOptions } from './pool/redis-store.js';
