@@ -98,7 +98,10 @@ async function pressCtrlC(demo: RunningDemo): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
-  expect([{ code: 0, signal: null }, { code: null, signal: 'SIGINT' }]).toContainEqual(exit);
+  expect([
+    { code: 0, signal: null },
+    { code: null, signal: 'SIGINT' },
+  ]).toContainEqual(exit);
   expect(await groupGone(demo.child)).toBe(true);
   const output = demo.output();
   expect(output).toMatch(/\nSIGINT: stopping the gateway.*\.\.\.\nstopped\.\n/);

@@ -6,8 +6,7 @@ import { byKey, ok, status } from './support/mock-upstream.js';
 
 const upstream = useMockUpstream();
 
-const post = (app: Express, path = CHAT) =>
-  request(app).post(path).set('authorization', 'Bearer gateway-user-token').send(chatBody);
+const post = (app: Express, path = CHAT) => request(app).post(path).set('authorization', 'Bearer gateway-user-token').send(chatBody);
 
 describe('walking the pool', () => {
   test('a single valid key: the answer is relayed and the pool is untouched', async () => {
@@ -88,7 +87,9 @@ describe('walking the pool', () => {
   test('403 on every key: the last upstream 403 is relayed as is', async () => {
     const { app, pool } = gateway(upstream.url);
     upstream.behaviour = (req, res) => {
-      const body = JSON.stringify({ error: { message: `model not allowed for ${KEYS.indexOf(req.key as never)}`, code: 'model_not_found' } });
+      const body = JSON.stringify({
+        error: { message: `model not allowed for ${KEYS.indexOf(req.key as never)}`, code: 'model_not_found' },
+      });
       res.writeHead(403, { 'content-type': 'application/json', 'x-request-id': `req-${req.key?.slice(8, 10)}` });
       res.end(body);
     };

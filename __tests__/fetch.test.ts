@@ -31,7 +31,10 @@ const completion = (content: string | null, toolCalls?: unknown[]) => ({
   model: 'gpt-4o-mini',
   choices: [{ index: 0, finish_reason: toolCalls ? 'tool_calls' : 'stop', message: { role: 'assistant', content, tool_calls: toolCalls } }],
 });
-const answer = (body: unknown): Behaviour => (_req, res) => json(res, 200, body);
+const answer =
+  (body: unknown): Behaviour =>
+  (_req, res) =>
+    json(res, 200, body);
 
 test('a chat completion through the official client fails over on 429', async () => {
   const { openai, pool } = client();
@@ -53,7 +56,8 @@ test('a streamed completion arrives as chunks, after a 401 failover', async () =
   const released = new Promise<void>((resolve) => (release = resolve));
   upstream.behaviour = byKey({ [K0]: status(401) }, async (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
-    const chunk = (content: string) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content } }] })}\n\n`;
+    const chunk = (content: string) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content } }] })}\n\n`;
     res.write(chunk('Hel'));
     await released; // the client must see the first chunk before the upstream sends the rest
     res.write(chunk('lo'));

@@ -38,13 +38,24 @@ describe('new KeyPool()', () => {
     [[{ id: '', key: K0 }], 'ERR_EKF_INVALID_KEYS', /index 0 has an "id" that is not a non-empty string/],
     [[K0, K1 + '\n'], 'ERR_EKF_INVALID_KEYS', /index 1 contains whitespace/],
     [[K0, K1, K0], 'ERR_EKF_DUPLICATE_KEY', /index 2 is the same key as the one at index 0/],
-    [[{ id: 'a', key: K0 }, { id: 'a', key: K1 }], 'ERR_EKF_DUPLICATE_KEY', /index 0 and 1 both have the id "a"/],
+    [
+      [
+        { id: 'a', key: K0 },
+        { id: 'a', key: K1 },
+      ],
+      'ERR_EKF_DUPLICATE_KEY',
+      /index 0 and 1 both have the id "a"/,
+    ],
     [[{ id: 'key-1', key: K0 }, K1], 'ERR_EKF_DUPLICATE_KEY', /both have the id "key-1"/],
     [{ keys: [K0], defaultCooldownMs: -5 }, 'ERR_EKF_INVALID_OPTION', /"defaultCooldownMs" must be a positive integer, got -5/],
     [{ keys: [K0], now: 5 }, 'ERR_EKF_INVALID_OPTION', /"now" must be a function/],
     [{ keys: [K0], minCooldownMs: -1 }, 'ERR_EKF_INVALID_OPTION', /"minCooldownMs" must be a non-negative integer, got -1/],
     [{ keys: [K0], maxCooldownMs: '1h' }, 'ERR_EKF_INVALID_OPTION', /"maxCooldownMs" must be a positive integer, got a string/],
-    [{ keys: [K0], minCooldownMs: 5000, maxCooldownMs: 4000 }, 'ERR_EKF_INVALID_OPTION', /"minCooldownMs" \(5000\) must not be larger than "maxCooldownMs" \(4000\)/],
+    [
+      { keys: [K0], minCooldownMs: 5000, maxCooldownMs: 4000 },
+      'ERR_EKF_INVALID_OPTION',
+      /"minCooldownMs" \(5000\) must not be larger than "maxCooldownMs" \(4000\)/,
+    ],
     [{ keys: [K0], store: {} }, 'ERR_EKF_INVALID_OPTION', /"store" must implement KeyStateStore/],
     [{ keys: [K0], cooldown: 5 }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "cooldown"/],
   ])('rejects %p with %s', (input, code, message) => {
@@ -126,7 +137,9 @@ describe('marking', () => {
 
   test('unknown ids and bad durations are refused with a clear error', () => {
     const pool = new KeyPool([K0]);
-    expect(thrown(() => pool.markDisabled('nope')).message).toMatch(/pool.markDisabled\("nope"\): no key has this id. Ids in this pool: key-0/);
+    expect(thrown(() => pool.markDisabled('nope')).message).toMatch(
+      /pool.markDisabled\("nope"\): no key has this id. Ids in this pool: key-0/,
+    );
     expect(thrown(() => pool.enable('nope')).code).toBe('ERR_EKF_UNKNOWN_KEY');
     expect(thrown(() => pool.markRateLimited('key-0', -1)).message).toMatch(/non-negative finite number/);
     expect(thrown(() => pool.markRateLimited('key-0', NaN)).message).toMatch(/got NaN/);

@@ -252,10 +252,15 @@ test('bad options are refused with the option named, and leave the registry as i
   expect(() => poolMetrics(pool, { register: registry, prefix: 'ekf-' })).toThrow(/option "prefix"/);
   expect(() => poolMetrics(pool, { register: registry, poolName: '' })).toThrow(/option "poolName" must be a non-empty string/);
   expect(() => poolMetrics(pool, { register: registry, pool: 'x' } as PoolMetricsOptions)).toThrow(/unknown option "pool"/);
-  expect(thrown(() => poolMetrics(pool, { prefix: 3 as never }))).toMatchObject({ name: 'KeyFailoverError', code: 'ERR_EKF_INVALID_OPTION' });
+  expect(thrown(() => poolMetrics(pool, { prefix: 3 as never }))).toMatchObject({
+    name: 'KeyFailoverError',
+    code: 'ERR_EKF_INVALID_OPTION',
+  });
 
   new Counter({ name: 'ekf_failovers_total', help: 'someone else', registers: [registry] });
-  expect(() => poolMetrics(pool, { register: registry })).toThrow(/already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action; choose another "prefix"/);
+  expect(() => poolMetrics(pool, { register: registry })).toThrow(
+    /already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action; choose another "prefix"/,
+  );
   expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(['ekf_failovers_total']);
   expect(() => poolMetrics(pool, { register: registry, prefix: 'ekf_gw_' })).not.toThrow();
 });

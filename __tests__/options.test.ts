@@ -10,7 +10,10 @@ test.each([
   [{ target: 'https://user:pw@example.com' }, /must not carry credentials, a query or a fragment/],
   [{ target: 'https://example.com/?a=1' }, /must not carry credentials, a query or a fragment/],
   [{ pool: ['sk-a'] }, /option "pool" must be a KeyPool/],
-  [{ target: 'https://api.openai.com/v1/' }, /option "target" ends in \/v1.*\/v1\/v1\/\.\.\.\); give the base URL without \/v1, such as "https:\/\/api.openai.com"/],
+  [
+    { target: 'https://api.openai.com/v1/' },
+    /option "target" ends in \/v1.*\/v1\/v1\/\.\.\.\); give the base URL without \/v1, such as "https:\/\/api.openai.com"/,
+  ],
   [{ target: 'https://openrouter.ai/api/v1' }, /such as "https:\/\/openrouter.ai\/api"/],
   [{ byok: 'x-api-key' }, /option "byok" must be a function, got a string/],
   [{ maxBodyBytes: 0 }, /option "maxBodyBytes" must be a positive integer, got 0/],

@@ -32,7 +32,20 @@ beforeAll(async () => {
   app = path.join(work, 'app');
   execFileSync('mkdir', ['-p', app]);
   writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true }));
-  run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', path.join(work, tarball.filename), 'express@5', '@types/express@5', '@types/node@22'], app);
+  run(
+    npm,
+    [
+      'install',
+      '--prefer-offline',
+      '--no-audit',
+      '--no-fund',
+      path.join(work, tarball.filename),
+      'express@5',
+      '@types/express@5',
+      '@types/node@22',
+    ],
+    app,
+  );
 }, 240_000);
 
 afterAll(async () => {
@@ -42,9 +55,20 @@ afterAll(async () => {
 
 test('the tarball holds only what a user needs', () => {
   const files = tarball.files.map((f) => f.path).sort();
-  const unexpected = files.filter((f) => !/^(dist\/(cjs|esm)\/.+\.(js|d\.ts)|dist\/(cjs|esm)\/package\.json|README\.md|LICENSE|CHANGELOG\.md|package\.json)$/.test(f));
+  const unexpected = files.filter(
+    (f) => !/^(dist\/(cjs|esm)\/.+\.(js|d\.ts)|dist\/(cjs|esm)\/package\.json|README\.md|LICENSE|CHANGELOG\.md|package\.json)$/.test(f),
+  );
   expect(unexpected).toEqual([]);
-  for (const needed of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.js', 'dist/esm/index.d.ts']) {
+  for (const needed of [
+    'package.json',
+    'README.md',
+    'LICENSE',
+    'CHANGELOG.md',
+    'dist/cjs/index.js',
+    'dist/cjs/index.d.ts',
+    'dist/esm/index.js',
+    'dist/esm/index.d.ts',
+  ]) {
     expect(files).toContain(needed);
   }
   // Reported in the closing note; a generous ceiling catches an accidental bundle of node_modules.
@@ -74,7 +98,11 @@ test.each(['cjs', 'esm'] as const)('from %s: require / import serve a failover',
   const file = path.join(app, kind === 'cjs' ? 'server.cjs' : 'server.mjs');
   writeFileSync(file, consumer(kind));
   // Asynchronously: the mock upstream answers from this process's event loop.
-  const { stdout } = await promisify(execFile)(process.execPath, [file], { cwd: app, env: { ...process.env, UPSTREAM: upstream.url }, timeout: 30_000 });
+  const { stdout } = await promisify(execFile)(process.execPath, [file], {
+    cwd: app,
+    env: { ...process.env, UPSTREAM: upstream.url },
+    timeout: 30_000,
+  });
   const out = JSON.parse(stdout);
   expect(out).toEqual({ status: 200, body: { served: kind }, snapshot: ['cooling', 'available'] });
   expect(upstream.keysSeen()).toEqual([K0, K1]);

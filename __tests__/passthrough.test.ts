@@ -88,11 +88,15 @@ test('a large chunked upload is streamed to the upstream, not buffered, and arri
   upstream.behaviour = (req, res) => json(res, 200, { bytes: req.body.length, sha: req.body.equals(body) });
 
   const answer = await new Promise<string>((resolve, reject) => {
-    const req = http.request(server.url + '/v1/files', { method: 'POST', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve(text));
-    });
+    const req = http.request(
+      server.url + '/v1/files',
+      { method: 'POST', headers: { 'content-type': 'application/octet-stream' } },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve(text));
+      },
+    );
     req.on('error', reject);
     req.write(body.subarray(0, 256 * 1024));
     // The rest goes only once the upstream saw the request: a buffering proxy would deadlock here.
@@ -163,7 +167,10 @@ test('anthropic passthrough: x-api-key, Anthropic envelope', async () => {
   pool.markDisabled('key-2');
   const exhausted = await request(a).get('/v1/models');
   expect(exhausted.status).toBe(502);
-  expect(exhausted.body).toEqual({ type: 'error', error: { type: 'api_error', message: 'All configured keys failed authentication with the upstream.' } });
+  expect(exhausted.body).toEqual({
+    type: 'error',
+    error: { type: 'api_error', message: 'All configured keys failed authentication with the upstream.' },
+  });
 });
 
 test('keyPassthrough rejects options it does not take', () => {

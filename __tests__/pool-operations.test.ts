@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import request from 'supertest';
 import { KeyPool, type KeyPoolEvents } from '../lib/index.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { MockUpstream, byKey, status } from './support/mock-upstream.js';
 
 const walk = (pool: KeyPool): string[] => {
   const ids: string[] = [];
@@ -43,11 +43,22 @@ describe('strategies', () => {
       random: () => draws.shift()!,
     });
     // cumulative weights 1, 4, 5 over a total of 5: [0, 0.2) -> key-0, [0.2, 0.8) -> key-1, [0.8, 1) -> key-2
-    expect([walk(pool)[0], walk(pool)[0], walk(pool), walk(pool)]).toEqual(['key-0', 'key-0', ['key-1', 'key-2', 'key-0'], ['key-2', 'key-0', 'key-1']]);
+    expect([walk(pool)[0], walk(pool)[0], walk(pool), walk(pool)]).toEqual([
+      'key-0',
+      'key-0',
+      ['key-1', 'key-2', 'key-0'],
+      ['key-2', 'key-0', 'key-1'],
+    ]);
   });
 
   test('weighted: over many draws, starts follow the weights', () => {
-    const pool = new KeyPool({ keys: [{ key: K0, weight: 1 }, { key: K1, weight: 3 }], strategy: 'weighted' });
+    const pool = new KeyPool({
+      keys: [
+        { key: K0, weight: 1 },
+        { key: K1, weight: 3 },
+      ],
+      strategy: 'weighted',
+    });
     const counts = { 'key-0': 0, 'key-1': 0 } as Record<string, number>;
     for (let i = 0; i < 4000; i++) counts[pool.walker().next()!.id]!++;
     expect(counts['key-1']! / 4000).toBeGreaterThan(0.7);
@@ -68,7 +79,10 @@ describe('strategies', () => {
 
   test('selection in a 10 000-key pool with 10% cooling takes microseconds, for every strategy', () => {
     const clock = new FakeClock();
-    const keys = Array.from({ length: 10_000 }, (_, i) => ({ key: `sk-test-large-pool-${String(i).padStart(8, '0')}`, weight: 1 + (i % 3) }));
+    const keys = Array.from({ length: 10_000 }, (_, i) => ({
+      key: `sk-test-large-pool-${String(i).padStart(8, '0')}`,
+      weight: 1 + (i % 3),
+    }));
     for (const strategy of ['ordered', 'round-robin', 'weighted'] as const) {
       const pool = new KeyPool({ keys, strategy, now: clock.now });
       for (let i = 0; i < 10_000; i += 10) pool.markRateLimited(`key-${i}`, 60_000);
@@ -82,7 +96,9 @@ describe('strategies', () => {
   });
 
   test('bad strategy and weights are refused', () => {
-    expect(() => new KeyPool({ keys: [K0], strategy: 'random' as never })).toThrow(/option "strategy" must be one of 'ordered', 'round-robin', 'weighted', got "random"/);
+    expect(() => new KeyPool({ keys: [K0], strategy: 'random' as never })).toThrow(
+      /option "strategy" must be one of 'ordered', 'round-robin', 'weighted', got "random"/,
+    );
     expect(() => new KeyPool({ keys: [{ key: K0, weight: 0 }] })).toThrow(/index 0 has a "weight" that is not a positive number \(0\)/);
   });
 });
@@ -95,7 +111,9 @@ describe('runtime management', () => {
     expect(pool.add({ id: 'spare', key: K1 })).toBe('spare');
     expect(pool.ids()).toEqual(['key-0', 'key-2', 'spare']);
     expect(() => pool.add(K0)).toThrow(/pool.add\(\): the key at index 4 is the same key as a key already in the pool/);
-    expect(() => pool.add({ id: 'spare', key: 'sk-test-another-key-000000' })).toThrow(/has the id "spare", which a key already in the pool has/);
+    expect(() => pool.add({ id: 'spare', key: 'sk-test-another-key-000000' })).toThrow(
+      /has the id "spare", which a key already in the pool has/,
+    );
   });
 
   test('remove takes a key out; a walk in progress finishes with the list it started with', () => {
@@ -112,12 +130,23 @@ describe('runtime management', () => {
 
   test('replace keeps the state of keys that stay; a rotated key (same id, new value) starts fresh', () => {
     const clock = new FakeClock();
-    const pool = new KeyPool({ keys: [{ id: 'a', key: K0 }, { id: 'b', key: K1 }, { id: 'c', key: K2 }], now: clock.now });
+    const pool = new KeyPool({
+      keys: [
+        { id: 'a', key: K0 },
+        { id: 'b', key: K1 },
+        { id: 'c', key: K2 },
+      ],
+      now: clock.now,
+    });
     pool.markRateLimited('a', 30_000);
     pool.markDisabled('b');
     pool.markDisabled('c');
     const rotated = 'sk-test-rotated-b-000000000000';
-    pool.replace([{ id: 'a', key: K0 }, { id: 'b', key: rotated }, { id: 'd', key: K2 }]);
+    pool.replace([
+      { id: 'a', key: K0 },
+      { id: 'b', key: rotated },
+      { id: 'd', key: K2 },
+    ]);
     expect(pool.snapshot()).toEqual([
       { id: 'a', hint: K0.slice(-4), state: 'cooling', cooldownUntil: clock.time + 30_000 },
       { id: 'b', hint: rotated.slice(-4), state: 'available' },
@@ -178,10 +207,16 @@ describe('events', () => {
     pool.enable('key-1');
 
     const hint = (k: string) => k.slice(-4);
-    const withoutDurations = events.map(([name, e]) => [name, name === 'attempt' ? { ...(e as object), durationMs: typeof (e as { durationMs: unknown }).durationMs } : e]);
+    const withoutDurations = events.map(([name, e]) => [
+      name,
+      name === 'attempt' ? { ...(e as object), durationMs: typeof (e as { durationMs: unknown }).durationMs } : e,
+    ]);
     expect(withoutDurations).toEqual([
       ['attempt', { id: 'key-0', hint: hint(K0), status: 429, outcome: 'cooldown', durationMs: 'number', requestId: 'req-42' }],
-      ['rateLimited', { id: 'key-0', hint: hint(K0), cooldownMs: 12_000, cooldownUntil: clock.time + 12_000, status: 429, requestId: 'req-42' }],
+      [
+        'rateLimited',
+        { id: 'key-0', hint: hint(K0), cooldownMs: 12_000, cooldownUntil: clock.time + 12_000, status: 429, requestId: 'req-42' },
+      ],
       ['failover', { id: 'key-0', hint: hint(K0), status: 429, action: 'cooldown', requestId: 'req-42' }],
       ['attempt', { id: 'key-1', hint: hint(K1), status: 401, outcome: 'disable', durationMs: 'number', requestId: 'req-42' }],
       ['disabled', { id: 'key-1', hint: hint(K1), status: 401, requestId: 'req-42' }],

@@ -66,7 +66,9 @@ describe('anthropic', () => {
     expect(relayed.body).toEqual(overloaded);
     expect(upstream.keysSeen()).toEqual([K0]);
 
-    const failedOver = await request(anthropicGateway({ failover: { 529: 'skip' } }).app).post('/v1/messages').send(messagesBody);
+    const failedOver = await request(anthropicGateway({ failover: { 529: 'skip' } }).app)
+      .post('/v1/messages')
+      .send(messagesBody);
     expect(failedOver.status).toBe(200);
     expect(upstream.keysSeen()).toEqual([K0, K0, K1]);
   });
@@ -116,7 +118,10 @@ describe('OpenAI-compatible hosts', () => {
     const { app } = gateway(`${upstream.url}/openai`, { provider: azure });
     upstream.behaviour = byKey({ [K0]: status(429) }, ok());
 
-    const res = await request(app).post('/v1/chat/completions?api-version=1999-01-01&x=1').set('authorization', 'Bearer gateway-user-token').send({});
+    const res = await request(app)
+      .post('/v1/chat/completions?api-version=1999-01-01&x=1')
+      .set('authorization', 'Bearer gateway-user-token')
+      .send({});
 
     expect(res.status).toBe(200);
     expect(upstream.keysSeen()).toEqual([K0, K1]);

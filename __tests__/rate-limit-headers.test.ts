@@ -19,21 +19,63 @@ describe('each real format, without bounds', () => {
     ['missing', {}, undefined],
     ['a repeated header: the first value', { 'retry-after': ['7', '9'] }, 7_000],
     // OpenAI: x-ratelimit-reset-* durations, the exhausted limit's reset.
-    ['OpenAI tokens exhausted', { 'x-ratelimit-reset-requests': '1s', 'x-ratelimit-reset-tokens': '6m0s', 'x-ratelimit-remaining-requests': '59', 'x-ratelimit-remaining-tokens': '0' }, 360_000],
-    ['OpenAI requests exhausted', { 'x-ratelimit-reset-requests': '20ms', 'x-ratelimit-reset-tokens': '1h2m3.5s', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-remaining-tokens': '100' }, 20],
-    ['OpenAI both exhausted: the longer', { 'x-ratelimit-reset-requests': '2s', 'x-ratelimit-reset-tokens': '1m30s', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-remaining-tokens': '0' }, 90_000],
+    [
+      'OpenAI tokens exhausted',
+      {
+        'x-ratelimit-reset-requests': '1s',
+        'x-ratelimit-reset-tokens': '6m0s',
+        'x-ratelimit-remaining-requests': '59',
+        'x-ratelimit-remaining-tokens': '0',
+      },
+      360_000,
+    ],
+    [
+      'OpenAI requests exhausted',
+      {
+        'x-ratelimit-reset-requests': '20ms',
+        'x-ratelimit-reset-tokens': '1h2m3.5s',
+        'x-ratelimit-remaining-requests': '0',
+        'x-ratelimit-remaining-tokens': '100',
+      },
+      20,
+    ],
+    [
+      'OpenAI both exhausted: the longer',
+      {
+        'x-ratelimit-reset-requests': '2s',
+        'x-ratelimit-reset-tokens': '1m30s',
+        'x-ratelimit-remaining-requests': '0',
+        'x-ratelimit-remaining-tokens': '0',
+      },
+      90_000,
+    ],
     ['OpenAI, remaining unknown: the sooner', { 'x-ratelimit-reset-requests': '8.64s', 'x-ratelimit-reset-tokens': '1h2m3.5s' }, 8_640],
     ['OpenAI, one reset only', { 'x-ratelimit-reset-tokens': '1h2m3.5s' }, 3_723_500],
-    ['Retry-After wins over OpenAI resets', { 'retry-after': '4', 'x-ratelimit-reset-tokens': '6m0s', 'x-ratelimit-remaining-tokens': '0' }, 4_000],
+    [
+      'Retry-After wins over OpenAI resets',
+      { 'retry-after': '4', 'x-ratelimit-reset-tokens': '6m0s', 'x-ratelimit-remaining-tokens': '0' },
+      4_000,
+    ],
     ['OpenAI garbage duration', { 'x-ratelimit-reset-tokens': '6 minutes' }, undefined],
     // Anthropic: RFC 3339 reset times.
-    ['Anthropic output tokens exhausted', {
-      'anthropic-ratelimit-requests-remaining': '49', 'anthropic-ratelimit-requests-reset': '2026-03-01T12:00:01Z',
-      'anthropic-ratelimit-output-tokens-remaining': '0', 'anthropic-ratelimit-output-tokens-reset': '2026-03-01T12:00:45Z',
-    }, 45_000],
-    ['Anthropic, remaining unknown: the sooner', {
-      'anthropic-ratelimit-tokens-reset': '2026-03-01T12:00:30Z', 'anthropic-ratelimit-input-tokens-reset': '2026-03-01T12:00:10.250Z',
-    }, 10_250],
+    [
+      'Anthropic output tokens exhausted',
+      {
+        'anthropic-ratelimit-requests-remaining': '49',
+        'anthropic-ratelimit-requests-reset': '2026-03-01T12:00:01Z',
+        'anthropic-ratelimit-output-tokens-remaining': '0',
+        'anthropic-ratelimit-output-tokens-reset': '2026-03-01T12:00:45Z',
+      },
+      45_000,
+    ],
+    [
+      'Anthropic, remaining unknown: the sooner',
+      {
+        'anthropic-ratelimit-tokens-reset': '2026-03-01T12:00:30Z',
+        'anthropic-ratelimit-input-tokens-reset': '2026-03-01T12:00:10.250Z',
+      },
+      10_250,
+    ],
     ['Anthropic reset in the past: no information', { 'anthropic-ratelimit-requests-reset': '2026-03-01T11:00:00Z' }, undefined],
     ['Anthropic retry-after wins over resets', { 'retry-after': '12', 'anthropic-ratelimit-tokens-reset': '2026-03-01T12:10:00Z' }, 12_000],
   ])('%s', (_name, headers, expected) => {
@@ -92,13 +134,23 @@ describe('properties', () => {
     fc.constantFrom('0', '-1', '1e309', 'Infinity', 'NaN', '٣', '１２', '0x10', ' 5 '),
   );
   const durationish = fc
-    .array(fc.tuple(fc.oneof(fc.nat(), fc.double({ min: 0, max: 1e6, noNaN: true })), fc.constantFrom('h', 'm', 's', 'ms', 'us', 'µs', 'ns', 'x', '')), { maxLength: 4 })
+    .array(
+      fc.tuple(
+        fc.oneof(fc.nat(), fc.double({ min: 0, max: 1e6, noNaN: true })),
+        fc.constantFrom('h', 'm', 's', 'ms', 'us', 'µs', 'ns', 'x', ''),
+      ),
+      { maxLength: 4 },
+    )
     .map((parts) => parts.map(([n, u]) => `${n}${u}`).join(''));
-  const dateish = fc.date({ min: new Date(-8.64e15), max: new Date(8.64e15), noInvalidDate: true }).map((d) => (Math.random() < 0.5 ? d.toUTCString() : d.toISOString()));
+  const dateish = fc
+    .date({ min: new Date(-8.64e15), max: new Date(8.64e15), noInvalidDate: true })
+    .map((d) => (Math.random() < 0.5 ? d.toUTCString() : d.toISOString()));
   const value = fc.oneof(numberish, durationish, dateish, fc.string(), fc.string({ unit: 'binary' }));
   const headerValue = fc.oneof(value, fc.array(value, { maxLength: 3 }), fc.constant(undefined));
   const headers = fc.dictionary(fc.constantFrom(...names), headerValue) as fc.Arbitrary<ResponseHeaders>;
-  const bounds = fc.tuple(fc.nat({ max: 10_000_000 }), fc.nat({ max: 10_000_000 })).map(([a, b]) => ({ minMs: Math.min(a, b), maxMs: Math.max(a, b) }));
+  const bounds = fc
+    .tuple(fc.nat({ max: 10_000_000 }), fc.nat({ max: 10_000_000 }))
+    .map(([a, b]) => ({ minMs: Math.min(a, b), maxMs: Math.max(a, b) }));
   const clock = fc.integer({ min: 0, max: 4_102_444_800_000 });
 
   test('never throws; an integer within [min, max] or undefined', () => {

@@ -49,9 +49,19 @@ afterAll(async () => {
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
-function replica(options: { offsetMs?: number; logs?: string[]; infos?: string[]; pool?: Partial<KeyPoolOptions>; store?: Partial<RedisStateStoreOptions> } = {}) {
+function replica(
+  options: {
+    offsetMs?: number;
+    logs?: string[];
+    infos?: string[];
+    pool?: Partial<KeyPoolOptions>;
+    store?: Partial<RedisStateStoreOptions>;
+  } = {},
+) {
   const clock = new FakeClock(T0 + (options.offsetMs ?? 0));
-  const logger = options.logs ? { warn: (message: string) => options.logs!.push(message), info: (message: string) => options.infos?.push(message) } : false;
+  const logger = options.logs
+    ? { warn: (message: string) => options.logs!.push(message), info: (message: string) => options.infos?.push(message) }
+    : false;
   const store = new RedisStateStore({ url: redis.url, prefix, now: clock.now, logger, ...options.store });
   stores.push(store);
   const { app, pool } = gateway(upstream.url, {}, { store, now: clock.now, ...options.pool });
@@ -190,7 +200,11 @@ describe('option validation', () => {
     [{ url: 'redis://127.0.0.1:1', prefix: '' }, 'ERR_EKF_INVALID_OPTION', /"prefix" must be a non-empty string/],
     [{ url: 'redis://127.0.0.1:1', now: 5 }, 'ERR_EKF_INVALID_OPTION', /"now" must be a function/],
     [{ url: 'redis://127.0.0.1:1', logger: 'yes' }, 'ERR_EKF_INVALID_OPTION', /"logger" must be an object with a warn/],
-    [{ url: 'redis://127.0.0.1:1', operationTimeoutMs: 0 }, 'ERR_EKF_INVALID_OPTION', /"operationTimeoutMs" must be a positive integer, got 0/],
+    [
+      { url: 'redis://127.0.0.1:1', operationTimeoutMs: 0 },
+      'ERR_EKF_INVALID_OPTION',
+      /"operationTimeoutMs" must be a positive integer, got 0/,
+    ],
     [{ url: 'redis://127.0.0.1:1', resyncIntervalMs: -1 }, 'ERR_EKF_INVALID_OPTION', /"resyncIntervalMs" must be a non-negative integer/],
     [{ url: 'redis://127.0.0.1:1', host: 'x' }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "host"/],
     [null, 'ERR_EKF_INVALID_OPTION', /expected an options object/],
@@ -300,7 +314,11 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
   expect(stateOf(a, 'key-2').state).toBe('available');
 
   await redis.start(); // same port, empty database: each replica gives back what it knows
-  await eventually(() => stateOf(b, 'key-1').state === 'disabled' && stateOf(a, 'key-2').state === 'cooling', 'both outage-time marks on the other replica', 10_000);
+  await eventually(
+    () => stateOf(b, 'key-1').state === 'disabled' && stateOf(a, 'key-2').state === 'cooling',
+    'both outage-time marks on the other replica',
+    10_000,
+  );
   expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
   expect(remaining(a, 'key-2')).toBeGreaterThan(40_000);
   expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);

@@ -59,7 +59,14 @@ test('no key value appears in anything the middleware writes, logs or reports', 
     await noPool.close();
 
     // Errors thrown at the caller.
-    for (const bad of [[K0, K0], [K0, `${K1} `], [{ id: 'x', key: K0 }, { id: 'x', key: K1 }]]) {
+    for (const bad of [
+      [K0, K0],
+      [K0, `${K1} `],
+      [
+        { id: 'x', key: K0 },
+        { id: 'x', key: K1 },
+      ],
+    ]) {
       try {
         new KeyPool(bad as never);
       } catch (error) {

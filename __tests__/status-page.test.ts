@@ -95,7 +95,11 @@ test('the page renders each key with its state; the CSP lets its own script run'
   expect(response?.headers()['content-security-policy']).toMatch(/script-src 'sha256-/);
   await page.waitForSelector('tr[data-key-id="key-2"]');
 
-  expect(await page.locator('tr[data-key-id]').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-key-id'), r.getAttribute('data-state')]))).toEqual([
+  expect(
+    await page
+      .locator('tr[data-key-id]')
+      .evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-key-id'), r.getAttribute('data-state')])),
+  ).toEqual([
     ['key-0', 'cooling'],
     ['key-1', 'disabled'],
     ['key-2', 'available'],
@@ -108,10 +112,19 @@ test('the page renders each key with its state; the CSP lets its own script run'
 });
 
 test('the screenshot shows the cooling key amber, the available key green, the disabled key red', async () => {
-  for (const [id, state] of [['key-0', 'cooling'], ['key-1', 'disabled'], ['key-2', 'available']] as const) {
+  for (const [id, state] of [
+    ['key-0', 'cooling'],
+    ['key-1', 'disabled'],
+    ['key-2', 'available'],
+  ] as const) {
     const { rgb, share } = dominantColour(await badge(id).screenshot());
     const expected = hexToRgb(STATE_COLOURS[state]);
-    expect({ id, rgb, close: colourDistance(rgb, expected) <= 8, mostlyBadge: share > 0.5 }).toEqual({ id, rgb: expect.any(Array), close: true, mostlyBadge: true });
+    expect({ id, rgb, close: colourDistance(rgb, expected) <= 8, mostlyBadge: share > 0.5 }).toEqual({
+      id,
+      rgb: expect.any(Array),
+      close: true,
+      mostlyBadge: true,
+    });
   }
   // The three colours are far apart, so that a wrong badge could not pass for another.
   const [a, c, d] = (['available', 'cooling', 'disabled'] as const).map((s) => hexToRgb(STATE_COLOURS[s]));

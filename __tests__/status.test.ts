@@ -142,10 +142,14 @@ describe('HTML', () => {
         `<td class="state"><span class="badge cooling">cooling</span></td>` +
         `<td class="remaining" data-until="${clock.time + 30_000}" title="${new Date(clock.time + 30_000).toISOString()}">30s</td></tr>`,
     );
-    expect(res.text).toContain(`<span class="badge disabled">disabled</span></td><td class="remaining" data-until="${clock.time + 3_723_000}"`);
+    expect(res.text).toContain(
+      `<span class="badge disabled">disabled</span></td><td class="remaining" data-until="${clock.time + 3_723_000}"`,
+    );
     expect(res.text).toContain('>1h 02m 03s</td>');
     expect(res.text).toContain('<span class="badge available">available</span></td><td class="remaining"></td>');
-    expect(res.text).toContain('<span id="counts">1 available · 1 cooling · 1 disabled</span> · strategy <span id="strategy">ordered</span>');
+    expect(res.text).toContain(
+      '<span id="counts">1 available · 1 cooling · 1 disabled</span> · strategy <span id="strategy">ordered</span>',
+    );
     expectNoKeyValue(res.text);
   });
 
@@ -160,7 +164,7 @@ describe('HTML', () => {
     expect(res.text).not.toContain('sk-short');
   });
 
-  test('every value is escaped: ids are user configuration, hints are the keys\' own characters', async () => {
+  test("every value is escaped: ids are user configuration, hints are the keys' own characters", async () => {
     const hostileKey = 'sk-test-hint-escape-00"<&>';
     const pool = new KeyPool([
       { id: '<img src=x onerror=alert(1)>', key: K0 },
@@ -178,14 +182,14 @@ describe('HTML', () => {
     expect(res.text).toContain('<td class="hint">…&quot;&lt;&amp;&gt;</td>');
     expect(res.text).toContain('<td class="id">a&#39;b&amp;c</td>');
     expect(res.text).not.toContain('<img');
-    expect(res.text).not.toContain("<script>alert(");
+    expect(res.text).not.toContain('<script>alert(');
     // Exactly one script element: the page's own.
     expect(res.text.match(/<script/g)).toHaveLength(1);
     expectNoKeyValue(res.text);
     expect(res.text).not.toContain(hostileKey);
   });
 
-  test('Content-Security-Policy: only the page\'s own script and style (by hash), fetches to the same origin, nothing external', async () => {
+  test("Content-Security-Policy: only the page's own script and style (by hash), fetches to the same origin, nothing external", async () => {
     const { app } = await gatewayAfterFailover();
     const res = await request(app).get('/admin/keys').set('accept', BROWSER_ACCEPT);
     const csp = res.headers['content-security-policy'] as string;

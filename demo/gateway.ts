@@ -74,7 +74,9 @@ const expectedToken = createHash('sha256').update(`Bearer ${DEMO_USER_TOKEN}`).d
 
 /** Stands for whatever auth the real gateway has. The Authorization header never reaches the upstream. */
 function toyAuth(req: Request, res: Response, next: NextFunction): void {
-  const given = createHash('sha256').update(req.headers.authorization ?? '').digest();
+  const given = createHash('sha256')
+    .update(req.headers.authorization ?? '')
+    .digest();
   if (timingSafeEqual(given, expectedToken)) return next();
   res.status(401).json(openaiError(`The demo gateway wants "Authorization: Bearer ${DEMO_USER_TOKEN}".`));
 }

@@ -31,8 +31,17 @@ export async function runScenarios(ctx: DemoContext): Promise<void> {
   ];
   if (ctx.upstream) {
     scenarios.push(
-      { title: `Another request while ${first} is still cooling`, prompt: 'Hello again', note: 'cooling and disabled keys are passed over without a call' },
-      { title: 'BYOK: the client brings its own key', prompt: 'Use my key', byokKey: DEMO_BYOK_KEY, note: 'one attempt with that key; the pool is not touched' },
+      {
+        title: `Another request while ${first} is still cooling`,
+        prompt: 'Hello again',
+        note: 'cooling and disabled keys are passed over without a call',
+      },
+      {
+        title: 'BYOK: the client brings its own key',
+        prompt: 'Use my key',
+        byokKey: DEMO_BYOK_KEY,
+        note: 'one attempt with that key; the pool is not touched',
+      },
     );
   }
   for (const [index, scenario] of scenarios.entries()) {

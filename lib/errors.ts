@@ -28,10 +28,8 @@ const STATUS: Record<ErrorKind, number> = {
 };
 
 export const MESSAGES: Record<ErrorKind, string> = {
-  no_pool:
-    'The gateway has no key pool: set app.locals.keyPool = new KeyPool(...) or pass { pool } to keyFailover().',
-  body_consumed:
-    'The gateway could not read the request body: a body parser consumed it and left nothing in req.body to replay.',
+  no_pool: 'The gateway has no key pool: set app.locals.keyPool = new KeyPool(...) or pass { pool } to keyFailover().',
+  body_consumed: 'The gateway could not read the request body: a body parser consumed it and left nothing in req.body to replay.',
   body_too_large: 'The request body is larger than the gateway allows.',
   invalid_client_key: 'The API key supplied with the request is not a valid header value.',
   invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',

@@ -3,13 +3,7 @@ import type { ErrorKind } from './errors.js';
 import type { AttemptOutcome } from './pool/events.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
-import {
-  UpstreamFailure,
-  discard,
-  holdResponse,
-  type HeldResponse,
-  type UpstreamResponse,
-} from './upstream/relay.js';
+import { UpstreamFailure, discard, holdResponse, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
 
 /** What a failover status does to the key that got it. 'relay' ends the walk with that answer. */
 export type FailoverAction = 'cooldown' | 'disable' | 'skip' | 'relay';
@@ -48,11 +42,13 @@ export async function walkPool(
       response = await send(key);
     } catch (error) {
       const outcome = failureOutcome(error);
-      if (observed) attempted(pool, key, started, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason, undefined, requestId);
+      if (observed)
+        attempted(pool, key, started, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason, undefined, requestId);
       return outcome;
     }
     const action = failover.get(response.status);
-    if (observed) attempted(pool, key, started, action === undefined || action === 'relay' ? 'relayed' : action, response.status, requestId);
+    if (observed)
+      attempted(pool, key, started, action === undefined || action === 'relay' ? 'relayed' : action, response.status, requestId);
     if (action === undefined || action === 'relay') return { kind: 'relay', response };
     markKey(pool, key, action, response, requestId);
     pool.emit('failover', { id: key.id, hint: key.hint, status: response.status, action, ...(requestId ? { requestId } : {}) });
@@ -67,7 +63,14 @@ export async function walkPool(
   return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, requestId);
 }
 
-function attempted(pool: KeyPool, key: PoolKey, started: number, outcome: AttemptOutcome, status: number | undefined, requestId?: string): void {
+function attempted(
+  pool: KeyPool,
+  key: PoolKey,
+  started: number,
+  outcome: AttemptOutcome,
+  status: number | undefined,
+  requestId?: string,
+): void {
   pool.emit('attempt', {
     id: key.id,
     hint: key.hint,

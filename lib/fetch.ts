@@ -32,10 +32,23 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   if (!isKeyPool(pool)) {
     throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
   }
-  const { provider, failover, timeoutMs, maxBodyBytes } = resolveOptions(WHERE, options, ['provider', 'failover', 'timeoutMs', 'maxBodyBytes']);
+  const { provider, failover, timeoutMs, maxBodyBytes } = resolveOptions(WHERE, options, [
+    'provider',
+    'failover',
+    'timeoutMs',
+    'maxBodyBytes',
+  ]);
   // One agent for any origin the caller names; our own timer bounds the wait for headers.
   const agent = new Agent({ headersTimeout: 0, bodyTimeout: timeoutMs });
-  const drop = new Set(['host', 'content-length', 'accept-encoding', 'connection', 'keep-alive', 'transfer-encoding', ...provider.clientAuthHeaders]);
+  const drop = new Set([
+    'host',
+    'content-length',
+    'accept-encoding',
+    'connection',
+    'keep-alive',
+    'transfer-encoding',
+    ...provider.clientAuthHeaders,
+  ]);
 
   const failoverFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init);

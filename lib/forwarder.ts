@@ -71,7 +71,7 @@ export class Forwarder {
     if (Object.keys(fixed).length > 0) {
       const params = new URLSearchParams(search);
       for (const [name, value] of Object.entries(fixed)) params.set(name, value);
-      search = `?${params}`;
+      search = '?' + params.toString();
     }
     return this.basePath + req.path + search;
   }

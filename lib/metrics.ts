@@ -67,7 +67,7 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     latency: `${prefix}upstream_latency_seconds`,
   };
   // Every name is checked before anything is registered, so that a refused call leaves the registry as it was.
-  const existingKeyState = existing(registry, Gauge, names.keyState, KEY_STATE_LABELS) as KeyStateGauge | undefined;
+  const existingKeyState = existing<KeyStateGauge>(registry, Gauge, names.keyState, KEY_STATE_LABELS);
   if (existingKeyState !== undefined && !existingKeyState[SOURCES]) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
@@ -106,14 +106,34 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       },
     });
   const sources = (keyState[SOURCES] ??= new Map());
-  const attempts = orNew(registry, Counter, names.attempts, ['pool', 'outcome'],
-    'Upstream attempts, by outcome (relayed, cooldown, disable, skip, unreachable, timeout, aborted).');
-  const failovers = orNew(registry, Counter, names.failovers, ['pool', 'key_id', 'status', 'action'],
-    'Times a request moved past a key because of its answer, by key, upstream status and action.');
-  const transitions = orNew(registry, Counter, names.transitions, ['pool', 'key_id', 'to', 'reason'],
-    'Key state changes: to cooling, disabled or available; reason is the upstream status, manual or authCooldown.');
-  const exhaustions = orNew(registry, Counter, names.exhaustions, ['pool', 'reason'],
-    'Requests that found no key left, by reason (rate_limited, disabled).');
+  const attempts = orNew(
+    registry,
+    Counter,
+    names.attempts,
+    ['pool', 'outcome'],
+    'Upstream attempts, by outcome (relayed, cooldown, disable, skip, unreachable, timeout, aborted).',
+  );
+  const failovers = orNew(
+    registry,
+    Counter,
+    names.failovers,
+    ['pool', 'key_id', 'status', 'action'],
+    'Times a request moved past a key because of its answer, by key, upstream status and action.',
+  );
+  const transitions = orNew(
+    registry,
+    Counter,
+    names.transitions,
+    ['pool', 'key_id', 'to', 'reason'],
+    'Key state changes: to cooling, disabled or available; reason is the upstream status, manual or authCooldown.',
+  );
+  const exhaustions = orNew(
+    registry,
+    Counter,
+    names.exhaustions,
+    ['pool', 'reason'],
+    'Requests that found no key left, by reason (rate_limited, disabled).',
+  );
   const latency =
     existing(registry, Histogram, names.latency, ['pool', 'outcome']) ??
     new Histogram({
@@ -138,14 +158,14 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     exhausted: (e) => exhaustions.inc({ pool: poolName, reason: e.reason }),
   };
   const events = Object.keys(listeners) as (keyof KeyPoolEvents)[];
-  for (const name of events) pool.on(name, listeners[name] as never);
+  for (const name of events) pool.on(name, listeners[name]);
 
   let stopped = false;
   return {
     stop() {
       if (stopped) return;
       stopped = true;
-      for (const name of events) pool.off(name, listeners[name] as never);
+      for (const name of events) pool.off(name, listeners[name]);
       if (sources.get(poolName) === pool) sources.delete(poolName);
     },
   };
@@ -167,7 +187,7 @@ function existing<M extends Counter | Gauge | Histogram>(
       `${WHERE}: the registry already has a metric named "${name}" that is not a ${kind.name} with labels ${labelNames.join(', ')}; choose another "prefix".`,
     );
   }
-  return metric as M;
+  return metric;
 }
 
 function orNew(registry: Registry, kind: typeof Counter, name: string, labelNames: string[], help: string): Counter {
@@ -176,7 +196,13 @@ function orNew(registry: Registry, kind: typeof Counter, name: string, labelName
 
 function checkPool(pool: unknown): void {
   const p = pool as Partial<PoolLike> | null;
-  if (typeof p !== 'object' || p === null || typeof p.snapshot !== 'function' || typeof p.on !== 'function' || typeof p.off !== 'function') {
+  if (
+    typeof p !== 'object' ||
+    p === null ||
+    typeof p.snapshot !== 'function' ||
+    typeof p.on !== 'function' ||
+    typeof p.off !== 'function'
+  ) {
     throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
   }
 }
@@ -206,7 +232,10 @@ function checkPrefix(value: unknown): string {
 
 function checkPoolName(value: unknown): string {
   if (typeof value !== 'string' || value === '') {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "poolName" must be a non-empty string, got ${describeValue(value)}.`);
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "poolName" must be a non-empty string, got ${describeValue(value)}.`,
+    );
   }
   return value;
 }

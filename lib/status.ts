@@ -18,8 +18,7 @@ export interface PoolStatusOptions {
 export type { PoolStatusBody };
 
 const WHERE = 'poolStatus()';
-const NO_POOL_MESSAGE =
-  'poolStatus(): the app has no key pool: set app.locals.keyPool = new KeyPool([...]) or pass poolStatus({ pool }).';
+const NO_POOL_MESSAGE = 'poolStatus(): the app has no key pool: set app.locals.keyPool = new KeyPool([...]) or pass poolStatus({ pool }).';
 
 /**
  * GET: `{ now, strategy, counts, keys }` as JSON, or the HTML page for

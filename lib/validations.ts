@@ -43,10 +43,7 @@ export function describeValue(value: unknown): string {
 export function checkKnownOptions(where: string, options: object, known: readonly string[]): void {
   for (const name of Object.keys(options)) {
     if (!known.includes(name)) {
-      throw new KeyFailoverError(
-        'ERR_EKF_UNKNOWN_OPTION',
-        `${where}: unknown option "${name}". Known options: ${known.join(', ')}.`,
-      );
+      throw new KeyFailoverError('ERR_EKF_UNKNOWN_OPTION', `${where}: unknown option "${name}". Known options: ${known.join(', ')}.`);
     }
   }
 }
@@ -62,12 +59,10 @@ export function checkPositiveInteger(where: string, name: string, value: unknown
   return value;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the function type it expects
 export function checkFunction<T>(where: string, name: string, value: unknown): T {
   if (typeof value !== 'function') {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${where}: option "${name}" must be a function, got ${describeValue(value)}.`,
-    );
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${where}: option "${name}" must be a function, got ${describeValue(value)}.`);
   }
   return value as T;
 }

@@ -13,11 +13,7 @@ export interface StreamedResponse {
  * POSTs JSON over a real socket and reports chunks as they arrive; `onChunk`
  * lets a test react to the first chunk while the upstream still holds the rest.
  */
-export function postStreaming(
-  url: string,
-  body: unknown,
-  onChunk?: (chunk: string, index: number) => void,
-): Promise<StreamedResponse> {
+export function postStreaming(url: string, body: unknown, onChunk?: (chunk: string, index: number) => void): Promise<StreamedResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
       const chunks: string[] = [];

@@ -97,6 +97,11 @@ export function byKey(answers: Record<string, Behaviour>, fallback?: Behaviour):
   };
 }
 
-export const ok = (body: unknown = { id: 'chatcmpl-1', object: 'chat.completion' }): Behaviour => (_req, res) => json(res, 200, body);
-export const status = (code: number, headers: Record<string, string> = {}, body: unknown = { error: { message: `mock ${code}` } }): Behaviour =>
-  (_req, res) => json(res, code, body, headers);
+export const ok =
+  (body: unknown = { id: 'chatcmpl-1', object: 'chat.completion' }): Behaviour =>
+  (_req, res) =>
+    json(res, 200, body);
+export const status =
+  (code: number, headers: Record<string, string> = {}, body: unknown = { error: { message: `mock ${code}` } }): Behaviour =>
+  (_req, res) =>
+    json(res, code, body, headers);

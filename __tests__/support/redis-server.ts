@@ -27,7 +27,9 @@ export class RedisServer {
     const child = spawn(bin, ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
     this.child = child;
     const exited = new Promise<never>((_, reject) => {
-      child.once('error', (error) => reject(new Error(`could not start ${bin}: ${error.message} (is the redis-server package installed?)`)));
+      child.once('error', (error) =>
+        reject(new Error(`could not start ${bin}: ${error.message} (is the redis-server package installed?)`)),
+      );
       child.once('exit', (code) => reject(new Error(`${bin} exited with ${code} before answering PING`)));
     });
     exited.catch(() => {});

@@ -75,7 +75,8 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     this.strategy = checkStrategy(options.strategy ?? 'ordered');
     this.defaultCooldownMs = checkPositiveInteger(WHERE, 'defaultCooldownMs', options.defaultCooldownMs ?? 60_000);
     this.cooldownBounds = checkCooldownBounds(options.minCooldownMs ?? 1_000, options.maxCooldownMs ?? 3_600_000);
-    this.authCooldownMs = options.authCooldownMs === undefined ? undefined : checkPositiveInteger(WHERE, 'authCooldownMs', options.authCooldownMs);
+    this.authCooldownMs =
+      options.authCooldownMs === undefined ? undefined : checkPositiveInteger(WHERE, 'authCooldownMs', options.authCooldownMs);
     this.now = options.now === undefined ? Date.now : checkFunction<() => number>(WHERE, 'now', options.now);
     this.random = options.random === undefined ? Math.random : checkFunction<() => number>(WHERE, 'random', options.random);
     this.store = options.store === undefined ? new MemoryKeyStateStore() : checkStore(options.store);
@@ -152,7 +153,10 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   remove(id: string): void {
     this.requireKey(id, 'remove');
     if (this.keys.length === 1) {
-      throw new KeyFailoverError('ERR_EKF_INVALID_KEYS', `pool.remove(${JSON.stringify(id)}): a pool keeps at least one key; add the new one first.`);
+      throw new KeyFailoverError(
+        'ERR_EKF_INVALID_KEYS',
+        `pool.remove(${JSON.stringify(id)}): a pool keeps at least one key; add the new one first.`,
+      );
     }
     this.setKeys(this.keys.filter((key) => key.id !== id));
     this.store.enable(id);
@@ -178,7 +182,10 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     const now = this.now();
     return this.keys.map(({ id, hint }) => {
       const state = this.currentState(id, now);
-      if (state?.disabled) return state.disabledUntil === undefined ? { id, hint, state: 'disabled' } : { id, hint, state: 'disabled', disabledUntil: state.disabledUntil };
+      if (state?.disabled)
+        return state.disabledUntil === undefined
+          ? { id, hint, state: 'disabled' }
+          : { id, hint, state: 'disabled', disabledUntil: state.disabledUntil };
       if (state && state.cooldownUntil > now) return { id, hint, state: 'cooling', cooldownUntil: state.cooldownUntil };
       return { id, hint, state: 'available' };
     });

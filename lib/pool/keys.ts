@@ -43,11 +43,7 @@ export class PoolKey {
  * the ids and values already in the pool (for add); `firstIndex` numbers the
  * default ids. Error messages name a key by its index, never by its value.
  */
-export function buildKeys(
-  where: string,
-  inputs: unknown,
-  { firstIndex = 0, taken = [] as readonly PoolKey[] } = {},
-): PoolKey[] {
+export function buildKeys(where: string, inputs: unknown, { firstIndex = 0, taken = [] as readonly PoolKey[] } = {}): PoolKey[] {
   if (!Array.isArray(inputs) || inputs.length === 0) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_KEYS',

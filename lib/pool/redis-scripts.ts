@@ -3,7 +3,16 @@
 export type Op = 'cooldown' | 'disable' | 'enable';
 export type Reply = [state: string, ms: number];
 export interface Scripts {
-  ekfKeyStateWrite(cooldownKey: string, disabledKey: string, idsKey: string, op: Op, id: string, ms: number, channel: string, from: string): Promise<Reply>;
+  ekfKeyStateWrite(
+    cooldownKey: string,
+    disabledKey: string,
+    idsKey: string,
+    op: Op,
+    id: string,
+    ms: number,
+    channel: string,
+    from: string,
+  ): Promise<Reply>;
   ekfKeyStateResync(idsKey: string, keyPrefix: string): Promise<(string | number)[]>;
 }
 
@@ -40,4 +49,3 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   else out[#out + 1] = id; out[#out + 1] = cooling; out[#out + 1] = disabled end
 end
 return out`;
-

@@ -36,8 +36,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import { KeyFailoverError, checkFunction, checkKnownOptions, checkLogger, checkPositiveInteger, describeValue, type Logger } from '../validations.js';
-import { RESYNC_LUA, WRITE_LUA, type Op, type Reply, type Scripts } from './redis-scripts.js';
+import {
+  KeyFailoverError,
+  checkFunction,
+  checkKnownOptions,
+  checkLogger,
+  checkPositiveInteger,
+  describeValue,
+  type Logger,
+} from '../validations.js';
+import { RESYNC_LUA, WRITE_LUA, type Op, type Scripts } from './redis-scripts.js';
 import type { KeyState, KeyStateStore } from './store.js';
 
 export interface RedisStateStoreOptions {
@@ -89,7 +97,10 @@ export class RedisStateStore implements KeyStateStore {
 
   constructor(options: RedisStateStoreOptions) {
     if (typeof options !== 'object' || options === null) {
-      throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: expected an options object { url } or { client }, got ${describeValue(options)}.`);
+      throw new KeyFailoverError(
+        'ERR_EKF_INVALID_OPTION',
+        `${WHERE}: expected an options object { url } or { client }, got ${describeValue(options)}.`,
+      );
     }
     checkKnownOptions(WHERE, options, OPTIONS);
     const { client, url } = checkConnection(options.client, options.url);
@@ -101,7 +112,12 @@ export class RedisStateStore implements KeyStateStore {
     this.channel = `${this.prefix}events`;
 
     // Fail fast rather than queue: a command while disconnected is rejected at once, and retried by the replay.
-    const failFast: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: this.timeoutMs, retryStrategy: (times) => Math.min(times * 100, 2000) };
+    const failFast: RedisOptions = {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: this.timeoutMs,
+      retryStrategy: (times) => Math.min(times * 100, 2000),
+    };
     this.ownsClient = client === undefined;
     this.client = client ?? new Redis(url!, failFast);
     // We subscribe ourselves on each 'ready', and then resync, so that no event falls between the two.
@@ -140,7 +156,10 @@ export class RedisStateStore implements KeyStateStore {
   }
 
   markDisabled(id: string, until?: number): void {
-    this.view.set(id, until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until });
+    this.view.set(
+      id,
+      until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until },
+    );
     this.write(id, 'disable', until === undefined ? 0 : Math.max(1, Math.ceil(until - this.now())));
   }
 
@@ -181,7 +200,8 @@ export class RedisStateStore implements KeyStateStore {
   private apply(id: string, state: string, ms: number): void {
     const now = this.now();
     if (state === 'cooldown' && ms > 0) this.coolLocally(id, now + ms);
-    else if (state === 'disabled') this.view.set(id, ms > 0 ? { cooldownUntil: 0, disabled: true, disabledUntil: now + ms } : { cooldownUntil: 0, disabled: true });
+    else if (state === 'disabled')
+      this.view.set(id, ms > 0 ? { cooldownUntil: 0, disabled: true, disabledUntil: now + ms } : { cooldownUntil: 0, disabled: true });
     else if (state === 'enabled') this.view.delete(id);
   }
 
@@ -204,13 +224,13 @@ export class RedisStateStore implements KeyStateStore {
     const scripts = this.client as unknown as Scripts;
     const keys = [this.prefix + 'cooldown:' + id, this.prefix + 'disabled:' + id, this.prefix + 'ids'] as const;
     const [state, left] = await this.timed(scripts.ekfKeyStateWrite(...keys, op, id, ms, this.channel, this.origin));
-    if ((this.lastWrite.get(id) ?? 0) === seq && !this.pending.has(id)) this.apply(id, state, Number(left));
+    if ((this.lastWrite.get(id) ?? 0) === seq && !this.pending.has(id)) this.apply(id, state, left);
   }
 
   private receive(message: string): void {
     let event: { op?: unknown; id?: unknown; ms?: unknown; from?: unknown };
     try {
-      event = JSON.parse(message);
+      event = JSON.parse(message) as typeof event;
     } catch {
       return;
     }
@@ -293,7 +313,11 @@ export class RedisStateStore implements KeyStateStore {
     const fresh = new Map<string, KeyState>();
     for (let i = 0; i + 2 < reply.length; i += 3) {
       const [id, cooling, disabled] = [String(reply[i]), Number(reply[i + 1]), Number(reply[i + 2])];
-      if (disabled !== -2) fresh.set(id, disabled > 0 ? { cooldownUntil: 0, disabled: true, disabledUntil: now + disabled } : { cooldownUntil: 0, disabled: true });
+      if (disabled !== -2)
+        fresh.set(
+          id,
+          disabled > 0 ? { cooldownUntil: 0, disabled: true, disabledUntil: now + disabled } : { cooldownUntil: 0, disabled: true },
+        );
       else if (cooling > 0) fresh.set(id, { cooldownUntil: now + cooling, disabled: false });
     }
     for (const id of new Set([...this.view.keys(), ...fresh.keys()])) {
@@ -308,7 +332,10 @@ export class RedisStateStore implements KeyStateStore {
   private outage(error?: unknown): void {
     if (this.closed || this.down) return;
     this.down = true;
-    this.probe = setInterval(() => void (this.subscribed ? this.catchUp() : this.subscriber.status === 'ready' && this.subscribe()), 1000).unref();
+    this.probe = setInterval(
+      () => void (this.subscribed ? this.catchUp() : this.subscriber.status === 'ready' && this.subscribe()),
+      1000,
+    ).unref();
     const code = (error as { code?: unknown } | undefined)?.code;
     this.logger?.warn(
       `[express-key-failover] RedisStateStore: Redis is unreachable${typeof code === 'string' ? ` (${code})` : ''}; ` +
@@ -335,19 +362,31 @@ function checkConnection(client: unknown, url: unknown): { client?: Redis; url?:
     );
   }
   const redis = client as Partial<Redis> | null;
-  if (client !== undefined && (typeof redis !== 'object' || redis === null || typeof redis.duplicate !== 'function' || typeof redis.defineCommand !== 'function')) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "client" must be an ioredis client (new Redis(...)), got ${describeValue(client)}.`);
+  if (
+    client !== undefined &&
+    (typeof redis !== 'object' || redis === null || typeof redis.duplicate !== 'function' || typeof redis.defineCommand !== 'function')
+  ) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "client" must be an ioredis client (new Redis(...)), got ${describeValue(client)}.`,
+    );
   }
   // The URL may hold a password: never echo it.
   if (url !== undefined && (typeof url !== 'string' || !/^rediss?:\/\/./.test(url))) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "url" must be a redis:// or rediss:// URL string, got ${typeof url === 'string' ? 'another string' : describeValue(url)}.`);
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "url" must be a redis:// or rediss:// URL string, got ${typeof url === 'string' ? 'another string' : describeValue(url)}.`,
+    );
   }
-  return { client: client as Redis | undefined, url: url as string | undefined };
+  return { client: client as Redis | undefined, url: url };
 }
 
 function checkPrefix(value: unknown): string {
   if (typeof value !== 'string' || value === '') {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "prefix" must be a non-empty string such as 'ekf:', got ${describeValue(value)}.`);
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "prefix" must be a non-empty string such as 'ekf:', got ${describeValue(value)}.`,
+    );
   }
   return value;
 }

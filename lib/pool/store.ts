@@ -46,7 +46,10 @@ export class MemoryKeyStateStore implements KeyStateStore {
   }
 
   markDisabled(id: string, until?: number): void {
-    this.states.set(id, until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until });
+    this.states.set(
+      id,
+      until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until },
+    );
   }
 
   enable(id: string): void {

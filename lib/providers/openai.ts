@@ -70,7 +70,10 @@ function checkString(name: string, value: unknown, pattern: RegExp): string {
 
 function checkQuery(value: unknown): Record<string, string> {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "query" must be an object of string values, got ${describeValue(value)}.`);
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "query" must be an object of string values, got ${describeValue(value)}.`,
+    );
   }
   return { ...(value as Record<string, string>) };
 }

@@ -101,7 +101,7 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
       body: request.body,
       signal: attempt.signal,
     });
-    return { status: statusCode, headers: headers as ResponseHeaders, body };
+    return { status: statusCode, headers: headers, body };
   } catch (error) {
     if (attempt.signal.aborted) {
       throw new UpstreamFailure(attempt.signal.reason === TIMED_OUT ? 'timeout' : 'aborted', { cause: error });
@@ -148,7 +148,7 @@ export async function holdResponse(
 ): Promise<{ held: HeldResponse } | { streaming: UpstreamResponse } | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
-  const iterator: AsyncIterator<Buffer> = upstream.body[Symbol.asyncIterator]();
+  const iterator = upstream.body[Symbol.asyncIterator]() as AsyncIterator<Buffer, undefined>;
   try {
     for (;;) {
       const { done, value } = await iterator.next();
@@ -165,7 +165,7 @@ export async function holdResponse(
   return { held: { status: upstream.status, headers: upstream.headers, body: Buffer.concat(chunks, size) } };
 }
 
-async function* replay(chunks: Buffer[], iterator: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+async function* replay(chunks: Buffer[], iterator: AsyncIterator<Buffer, undefined>): AsyncGenerator<Buffer> {
   try {
     yield* chunks;
     for (;;) {
