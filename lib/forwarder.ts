@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
-import type { WalkOutcome } from './failover.js';
+import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import {
@@ -15,6 +15,8 @@ import {
   type UpstreamResponse,
 } from './upstream/relay.js';
 import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './validations.js';
+
+export type Caller = { clientKey: string } | { pool: KeyPool };
 
 const HEADER_SAFE = /^[\x21-\x7e]+$/;
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
@@ -39,13 +41,27 @@ export class Forwarder {
     this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
   }
 
-  /** The client's own key (byok), undefined when it has none, or null when the answer (400) was written. */
-  clientKey(req: Request, res: Response): string | undefined | null {
+  /**
+   * Whose key this request uses: the client's own (byok) or the pool's.
+   * Undefined when the answer was already written (400 for an unusable client key, 500 without a pool).
+   */
+  caller(req: Request, res: Response): Caller | undefined {
     const key = this.options.byok?.(req);
-    if (key === undefined) return undefined;
-    if (typeof key === 'string' && HEADER_SAFE.test(key)) return key;
+    if (key === undefined) {
+      const pool = this.pool(req, res);
+      return pool && { pool };
+    }
+    if (typeof key === 'string' && HEADER_SAFE.test(key)) return { clientKey: key };
     this.fail(res, 'invalid_client_key');
-    return null;
+    return undefined;
+  }
+
+  /** One attempt with the client's key, relayed whatever it says; or a walk over the pool. */
+  forward(caller: Caller, request: Omit<UpstreamRequest, 'timeoutMs'>, req: Request): Promise<WalkOutcome> {
+    if ('clientKey' in caller) {
+      return this.send(caller.clientKey, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome);
+    }
+    return walkPool(caller.pool, this.options.failover, (key) => this.send(key.value, request), this.requestId(req));
   }
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
@@ -55,7 +71,7 @@ export class Forwarder {
   }
 
   /** The pool for this request, or undefined when the answer (500) was written. */
-  pool(req: Request, res: Response): KeyPool | undefined {
+  private pool(req: Request, res: Response): KeyPool | undefined {
     const pool = this.options.pool ?? (req.app?.locals?.['keyPool'] as unknown);
     if (isKeyPool(pool)) return pool;
     this.warn('ERR_EKF_NO_POOL', `${MESSAGES.no_pool} Requests to ${req.path} get a 500 until then.`);

@@ -1,6 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { Forwarder } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { readRequestBody } from './request-body.js';
@@ -15,13 +14,11 @@ export type KeyFailoverMiddleware = RequestHandler & { close(): Promise<void> };
  */
 export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware {
   const forwarder = new Forwarder(resolveOptions('keyFailover()', options));
-  const { provider, failover, maxBodyBytes } = forwarder.options;
+  const { provider, maxBodyBytes } = forwarder.options;
 
   const handle = async (req: Request, res: Response): Promise<void> => {
-    const clientKey = forwarder.clientKey(req, res);
-    if (clientKey === null) return;
-    const pool = clientKey === undefined ? forwarder.pool(req, res) : undefined;
-    if (clientKey === undefined && pool === undefined) return;
+    const caller = forwarder.caller(req, res);
+    if (caller === undefined) return;
 
     const read = await readRequestBody(req, maxBodyBytes);
     if (!read.ok) {
@@ -45,11 +42,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     if (read.contentType) headers['content-type'] = read.contentType;
     const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body: read.body, signal: forwarder.clientGone(res) };
 
-    const outcome =
-      pool === undefined
-        ? await forwarder.send(clientKey!, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome)
-        : await walkPool(pool, failover, (key) => forwarder.send(key.value, request), forwarder.requestId(req));
-    await forwarder.write(outcome, res);
+    await forwarder.write(await forwarder.forward(caller, request, req), res);
   };
 
   const middleware = (req: Request, res: Response, next: NextFunction): void => {

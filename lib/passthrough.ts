@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { exhaustedOutcome, failureOutcome, markKey, walkPool, type WalkOutcome } from './failover.js';
+import { exhaustedOutcome, failureOutcome, markKey, type WalkOutcome } from './failover.js';
 import { Forwarder } from './forwarder.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
@@ -23,14 +23,11 @@ const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
  */
 export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMiddleware {
   const forwarder = new Forwarder(resolveOptions('keyPassthrough()', options, KNOWN));
-  const { failover } = forwarder.options;
 
   const handle = async (req: Request, res: Response): Promise<void> => {
     if (DOT_SEGMENT.test(req.path)) return forwarder.fail(res, 'invalid_path');
-    const clientKey = forwarder.clientKey(req, res);
-    if (clientKey === null) return;
-    const pool = clientKey === undefined ? forwarder.pool(req, res) : undefined;
-    if (clientKey === undefined && pool === undefined) return;
+    const caller = forwarder.caller(req, res);
+    if (caller === undefined) return;
 
     const headers = forwarder.upstreamHeaders(req.headers);
     const request: Omit<UpstreamRequest, 'timeoutMs'> = {
@@ -56,14 +53,12 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
     }
 
-    let outcome: WalkOutcome;
-    if (pool === undefined) {
-      outcome = await forwarder.send(clientKey!, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome);
-    } else if (request.body === null || Buffer.isBuffer(request.body)) {
-      outcome = await walkPool(pool, failover, (key) => forwarder.send(key.value, request), forwarder.requestId(req));
-    } else {
-      outcome = await sendOnce(pool, forwarder, request, forwarder.requestId(req));
-    }
+    // A streamed body can be sent once only: no walk, but the key still learns from the answer.
+    const streamed = request.body !== null && !Buffer.isBuffer(request.body);
+    const outcome =
+      streamed && 'pool' in caller
+        ? await sendOnce(caller.pool, forwarder, request, forwarder.requestId(req))
+        : await forwarder.forward(caller, request, req);
     await forwarder.write(outcome, res);
   };
 
