@@ -271,6 +271,8 @@ describe('bring your own key', () => {
     expect(res.headers['retry-after']).toBe('17');
     expect(res.body).toEqual({ error: { message: 'client key limited' } });
     expect(upstream.keysSeen()).toEqual([clientKey]);
+    expect(upstream.seen[0]!.headers['x-client-api-key']).toBeUndefined();
+    expect(upstream.seen[0]!.headers.authorization).toBe(`Bearer ${clientKey}`);
     expect(pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
   });
 

@@ -11,6 +11,7 @@ import {
   sendAttempt,
   sendHeldResponse,
   type OutgoingHeaders,
+  UpstreamFailure,
   type UpstreamRequest,
   type UpstreamResponse,
 } from './upstream/relay.js';
@@ -59,7 +60,12 @@ export class Forwarder {
   /** One attempt with the client's key, relayed whatever it says; or a walk over the pool. */
   forward(caller: Caller, request: Omit<UpstreamRequest, 'timeoutMs'>, req: Request): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
-      return this.send(caller.clientKey, request).then((response): WalkOutcome => ({ kind: 'relay', response }), failureOutcome);
+      // The header the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
+      const headers = withoutValue(request.headers, caller.clientKey);
+      return this.send(caller.clientKey, { ...request, headers }).then(
+        (response): WalkOutcome => ({ kind: 'relay', response }),
+        failureOutcome,
+      );
     }
     return walkPool(caller.pool, this.options.failover, (key) => this.send(key.value, request), this.requestId(req));
   }
@@ -124,8 +130,11 @@ export class Forwarder {
   async write(outcome: WalkOutcome, res: Response): Promise<void> {
     switch (outcome.kind) {
       case 'relay':
-        // A failure mid-stream has already ended the client's response; no key is to blame.
-        return relayResponse(outcome.response, res).catch(() => undefined);
+        return relayResponse(outcome.response, res).catch((error: unknown) => {
+          // Before the first byte: a clean 502. Mid-stream: the client's response has been ended.
+          // Either way no key is to blame: the key's answer was a usable one.
+          if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
+        });
       case 'held':
         return sendHeldResponse(outcome.response, res);
       case 'error':
@@ -147,4 +156,13 @@ export class Forwarder {
   close(): Promise<void> {
     return this.dispatcher.close();
   }
+}
+
+function withoutValue(headers: OutgoingHeaders, secret: string): OutgoingHeaders {
+  const out: OutgoingHeaders = {};
+  for (const name in headers) {
+    const value = headers[name]!;
+    if (!(Array.isArray(value) ? value : [value]).some((v) => v.includes(secret))) out[name] = value;
+  }
+  return out;
 }

@@ -101,28 +101,52 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
       body: request.body,
       signal: attempt.signal,
     });
+    // The client may still leave while this body is read (held, discarded or relayed): until the
+    // body is done, that aborts the attempt, which destroys the body and frees the upstream.
+    body.once('close', () => request.signal.removeEventListener('abort', onClientAbort));
     return { status: statusCode, headers: headers, body };
   } catch (error) {
+    request.signal.removeEventListener('abort', onClientAbort);
     if (attempt.signal.aborted) {
       throw new UpstreamFailure(attempt.signal.reason === TIMED_OUT ? 'timeout' : 'aborted', { cause: error });
     }
     throw new UpstreamFailure('unreachable', { cause: error });
   } finally {
     clearTimeout(timer);
-    request.signal.removeEventListener('abort', onClientAbort);
   }
 }
 
 /**
- * Streams the upstream answer to the client unchanged. Resolves when the body
- * is done; rejects when either side fails mid-stream, after which the client
- * response has been destroyed (an upstream that dies mid-stream ends it).
+ * Streams the upstream answer to the client unchanged. Nothing is written
+ * before the first body byte (or the end) has arrived: an upstream that fails
+ * between its head and its body is an `UpstreamFailure('unreachable')`, and
+ * the client still gets a clean error. After that, a failure on either side
+ * rejects with the client response destroyed (a stream cut mid-way ends it).
  */
 export async function relayResponse(upstream: UpstreamResponse, res: ServerResponse): Promise<void> {
+  try {
+    await firstBytes(upstream.body);
+  } catch (error) {
+    throw new UpstreamFailure('unreachable', { cause: error });
+  }
   res.writeHead(upstream.status, relayableHeaders(upstream.headers));
-  // An event stream's headers go out now, not with its first event.
-  if (String(upstream.headers['content-type']).startsWith('text/event-stream')) res.flushHeaders();
   await pipeline(upstream.body, res);
+}
+
+/** Resolves once the stream has data to read or has ended; rejects if it fails first. */
+function firstBytes(body: Readable): Promise<void> {
+  if (body.readableLength > 0 || body.readableEnded) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = (error?: Error): void => {
+      body.off('readable', onReadable).off('error', done).off('close', onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onReadable = (): void => done();
+    // A body destroyed without an error (the client left) is not the upstream's failure, but nothing follows.
+    const onClose = (): void => done(body.readableEnded ? undefined : new Error('upstream body closed before its first byte'));
+    body.on('readable', onReadable).on('error', done).on('close', onClose);
+  });
 }
 
 export function sendHeldResponse(held: HeldResponse, res: ServerResponse): void {
