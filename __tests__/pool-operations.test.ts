@@ -95,6 +95,27 @@ describe('strategies', () => {
     }
   });
 
+  test('an ordered pool skips its unavailable head in one step, and notices at once when it changes', () => {
+    const clock = new FakeClock();
+    const keys = Array.from({ length: 2_000 }, (_, i) => `sk-test-head-run-${String(i).padStart(8, '0')}`);
+    const pool = new KeyPool({ keys, now: clock.now });
+    for (let i = 0; i < 1_000; i++) pool.markRateLimited(`key-${i}`, 10_000 + i);
+    pool.markDisabled('key-500');
+    expect(pool.walker().next()?.id).toBe('key-1000'); // learns the head run
+    expect(pool.walker().next()?.id).toBe('key-1000'); // uses it
+
+    pool.enable('key-500'); // a change in the run: seen by the very next walk
+    expect(pool.walker().next()?.id).toBe('key-500');
+    pool.markDisabled('key-500');
+    expect(pool.walker().next()?.id).toBe('key-1000');
+
+    clock.advance(10_000); // key-0's cooldown ends: the remembered run is no longer valid
+    expect(pool.walker().next()?.id).toBe('key-0');
+
+    pool.replace(keys.slice(1_500)); // a new list starts without a remembered run
+    expect(pool.walker().next()?.id).toBe('key-0');
+  });
+
   test('bad strategy and weights are refused', () => {
     expect(() => new KeyPool({ keys: [K0], strategy: 'random' as never })).toThrow(
       /option "strategy" must be one of 'ordered', 'round-robin', 'weighted', got "random"/,

@@ -66,6 +66,8 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   private byId = new Map<string, PoolKey>();
   private weights: Float64Array = new Float64Array(0);
   private nextStart = 0;
+  // The run of unavailable keys at the head of an 'ordered' pool, while the store is unchanged.
+  private head = { end: 0, until: 0, generation: NaN };
   private keysCreated = 0;
 
   constructor(keysOrOptions: readonly KeyInput[] | KeyPoolOptions) {
@@ -103,7 +105,17 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     } else if (this.strategy === 'weighted') {
       start = weightedIndex(this.weights, this.random());
     }
-    return new KeyWalker(this, keys, start);
+    return new KeyWalker(this, keys, start, start === 0 ? this.knownHead() : 0);
+  }
+
+  private knownHead(): number {
+    const { head } = this;
+    return head.generation === this.store.generation && this.now() < head.until ? head.end : 0;
+  }
+
+  /** @internal */
+  rememberHead(end: number, until: number): void {
+    if (this.store.generation !== undefined) this.head = { end, until, generation: this.store.generation };
   }
 
   /** Cool key `id` for `ms` from now. A longer cooldown already set wins; a disabled key stays disabled. */
@@ -208,10 +220,12 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     return { reason: 'rate_limited', retryAfterMs: smallestRemaining };
   }
 
-  /** @internal whether a walker may hand out key `id` at `now` */
-  isAvailable(id: string, now: number): boolean {
+  /** @internal 0 when key `id` is available at `now`, else when it may be again (Infinity: only by enable) */
+  unavailableUntil(id: string, now: number): number {
     const state = this.currentState(id, now);
-    return state === undefined || (!state.disabled && state.cooldownUntil <= now);
+    if (state === undefined) return 0;
+    if (state.disabled) return state.disabledUntil ?? Infinity;
+    return state.cooldownUntil;
   }
 
   /** The stored state, after bringing back a disabled key whose authCooldownMs ran out. */
@@ -227,6 +241,7 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
 
   private setKeys(keys: readonly PoolKey[]): void {
     this.keys = keys;
+    this.head = { end: 0, until: 0, generation: NaN };
     this.byId = new Map(keys.map((key) => [key.id, key]));
     this.weights = cumulativeWeights(keys);
     if (this.nextStart >= keys.length) this.nextStart = 0;

@@ -26,17 +26,25 @@ export interface KeyStateStore {
   markDisabled(id: string, until?: number): void;
   /** Put the key back: not disabled, not cooling. */
   enable(id: string): void;
+  /**
+   * Optional: a number that changes whenever any key's state changes. With it,
+   * an 'ordered' pool remembers the run of unavailable keys at its head and
+   * skips it in one step until something changes.
+   */
+  readonly generation?: number;
 }
 
 /** The default store: state in this process only. */
 export class MemoryKeyStateStore implements KeyStateStore {
   private readonly states = new Map<string, KeyState>();
+  generation = 0;
 
   get(id: string): KeyState | undefined {
     return this.states.get(id);
   }
 
   markRateLimited(id: string, until: number): void {
+    this.generation++;
     const state = this.states.get(id);
     if (!state) {
       this.states.set(id, { cooldownUntil: until, disabled: false });
@@ -46,6 +54,7 @@ export class MemoryKeyStateStore implements KeyStateStore {
   }
 
   markDisabled(id: string, until?: number): void {
+    this.generation++;
     this.states.set(
       id,
       until === undefined ? { cooldownUntil: 0, disabled: true } : { cooldownUntil: 0, disabled: true, disabledUntil: until },
@@ -53,6 +62,7 @@ export class MemoryKeyStateStore implements KeyStateStore {
   }
 
   enable(id: string): void {
+    this.generation++;
     this.states.delete(id);
   }
 }

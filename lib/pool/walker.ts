@@ -5,8 +5,10 @@ export type Strategy = 'ordered' | 'round-robin' | 'weighted';
 
 export interface WalkerSource {
   now(): number;
-  /** @internal */
-  isAvailable(id: string, now: number): boolean;
+  /** @internal 0 when the key is available at `now`, else when it may be again (Infinity: not by itself). */
+  unavailableUntil(id: string, now: number): number;
+  /** @internal keys [0, end) were all unavailable, and stay so until `until` unless the store changes. */
+  rememberHead(end: number, until: number): void;
 }
 
 /**
@@ -16,22 +18,30 @@ export interface WalkerSource {
  * later do not disturb a walk in progress.
  */
 export class KeyWalker {
-  private visited = 0;
-
   constructor(
     private readonly source: WalkerSource,
     private readonly keys: readonly PoolKey[],
     private readonly start: number,
+    /** Keys at the start already known to be unavailable: counted as visited. */
+    private visited = 0,
   ) {}
 
   next(): PoolKey | undefined {
     const { keys } = this;
     const now = this.source.now();
+    // A walk from the first key notes how long the unavailable run it starts with stays so.
+    const atHead = this.start === 0 && this.visited === 0;
+    let headUntil = Infinity;
     while (this.visited < keys.length) {
       let index = this.start + this.visited++;
       if (index >= keys.length) index -= keys.length;
       const key = keys[index]!;
-      if (this.source.isAvailable(key.id, now)) return key;
+      const until = this.source.unavailableUntil(key.id, now);
+      if (until <= now) {
+        if (atHead && index > 0) this.source.rememberHead(index, headUntil);
+        return key;
+      }
+      if (until < headUntil) headUntil = until;
     }
     return undefined;
   }

@@ -1,6 +1,5 @@
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
 import type { ResponseHeaders } from './rate-limit-headers.js';
 
@@ -67,6 +66,9 @@ const HOP_BY_HOP = new Set([
 export function hopByHop(headers: Readonly<Record<string, unknown>>): Set<string> {
   const connection = headers['connection'];
   if (typeof connection !== 'string' || connection === '') return HOP_BY_HOP;
+  // What nearly every peer sends names nothing new: no need for a set of this request's own.
+  const lower = connection.toLowerCase();
+  if (lower === 'keep-alive' || lower === 'close') return HOP_BY_HOP;
   const names = new Set(HOP_BY_HOP);
   for (const name of connection.split(',')) names.add(name.trim().toLowerCase());
   return names;
@@ -130,7 +132,34 @@ export async function relayResponse(upstream: UpstreamResponse, res: ServerRespo
     throw new UpstreamFailure('unreachable', { cause: error });
   }
   res.writeHead(upstream.status, relayableHeaders(upstream.headers));
-  await pipeline(upstream.body, res);
+  await pipe(upstream.body, res);
+}
+
+/**
+ * body.pipe(res), with the two endings a relay has: the upstream failing
+ * (the client's response is destroyed, so it sees the break) and the client
+ * leaving (the upstream body is destroyed, which aborts the attempt). Plain
+ * pipe rather than stream.pipeline: this runs for every response, and
+ * pipeline's promise form allocates an AbortController (and an abort error
+ * with a stack) per call.
+ */
+function pipe(body: Readable, res: ServerResponse): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => {
+      res.off('close', onClose);
+      res.destroy(error);
+      reject(error);
+    };
+    const onClose = (): void => {
+      body.off('error', onError).on('error', ignore); // a late abort error has nowhere to go
+      if (res.writableFinished) return resolve();
+      body.destroy();
+      reject(new Error('the client went away before the response was complete'));
+    };
+    body.once('error', onError);
+    res.once('close', onClose);
+    body.pipe(res);
+  });
 }
 
 /** Resolves once the stream has data to read or has ended; rejects if it fails first. */
@@ -158,7 +187,11 @@ export function sendHeldResponse(held: HeldResponse, res: ServerResponse): void 
 
 /** Frees the connection of an answer nobody will read. */
 export function discard(upstream: UpstreamResponse): void {
-  upstream.body.on('error', () => {}).resume();
+  upstream.body.on('error', ignore).resume();
+}
+
+function ignore(): void {
+  // An error on a body nobody reads any more: nothing to do.
 }
 
 /**
