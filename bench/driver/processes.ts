@@ -1,0 +1,104 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+/** A target or mock process started by the driver; always stopped by its own pid. */
+export interface Child {
+  name: string;
+  pid: number;
+  port: number;
+  process: ChildProcess;
+}
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+const live = new Set<ChildProcess>();
+
+/**
+ * Starts `file` (relative to bench/) in a fresh Node process, TypeScript loaded
+ * by tsx in that same process (`node --import tsx`, not the tsx CLI, which
+ * would put a second process between us and the target and skew its RSS),
+ * and waits for the `PORT <n>` line.
+ */
+export function startChild(name: string, file: string, args: string[] = [], nodeFlags: string[] = []): Promise<Child> {
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path.join(ROOT, 'bench', file), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  return new Promise((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => fail(new Error(`${name} did not print its port within 20 s`)), 20_000);
+    const fail = (error: Error): void => {
+      clearTimeout(timer);
+      if (child.pid) kill(child, 'SIGKILL');
+      reject(error);
+    };
+    child.once('exit', (code, signal) => fail(new Error(`${name} exited before listening (${code ?? signal})`)));
+    child.stdout!.on('data', (data: Buffer) => {
+      output += data.toString();
+      const match = /PORT (\d+)/.exec(output);
+      if (match && child.pid) {
+        clearTimeout(timer);
+        child.removeAllListeners('exit');
+        child.once('exit', () => live.delete(child));
+        resolve({ name, pid: child.pid, port: Number(match[1]), process: child });
+      }
+    });
+  });
+}
+
+function kill(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid) process.kill(child.pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** SIGTERM (targets exit on it, so that --cpu-prof writes its file), SIGKILL after `graceMs`. */
+export async function stopChild(child: Child, graceMs = 5_000): Promise<void> {
+  const proc = child.process;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  kill(proc, 'SIGTERM');
+  const timer = setTimeout(() => kill(proc, 'SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Last resort, synchronous: SIGKILL every child still alive, each by its pid. */
+export function killAll(): void {
+  for (const child of live) kill(child, 'SIGKILL');
+  live.clear();
+}
+
+export function liveChildren(): number {
+  return live.size;
+}
+
+/** Resident set size of a process, in KB, from /proc. */
+export function rssKb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!match) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(match[1]);
+}
+
+/** User + system CPU time of a process so far, in ms (clock ticks of 10 ms). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * CPU time the whole machine spent in processes so far, in ms (all cores, from
+ * /proc/stat), plus time stolen by the hypervisor. Interrupt time is left out:
+ * loopback traffic is mostly softirq work that no process is charged for.
+ */
+export function machineBusyMs(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , , , steal = 0] = fields;
+  return (user + nice + system + steal) * 10;
+}

@@ -1,0 +1,18 @@
+import http, { type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** The mock upstream's base URL, given by the driver as the first argument. */
+export const upstream = process.argv[2] ?? 'http://127.0.0.1:1';
+
+/**
+ * Serves `handler` on 127.0.0.1 with the same server settings for every target,
+ * prints `PORT <n>`, and exits on SIGTERM (so that --cpu-prof can write its profile).
+ */
+export function listen(handler: RequestListener): void {
+  const server = http.createServer(handler);
+  server.keepAliveTimeout = 60_000;
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`PORT ${(server.address() as AddressInfo).port}\n`);
+  });
+  process.on('SIGTERM', () => process.exit(0));
+}
