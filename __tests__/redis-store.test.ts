@@ -75,6 +75,24 @@ const remaining = (r: Replica, id: string) => (stateOf(r, id).cooldownUntil ?? 0
 /** Fake clocks stand still while Redis's TTLs run: a value read back from Redis is a few ms short. */
 const near = (actual: number, expected: number, tolerance = 200) => Math.abs(actual - expected) <= tolerance;
 
+/**
+ * Wraps the next resync of a store that was given `redisClient` (the store calls the script by name
+ * on it): `around` decides what happens before and after the script runs. Settles once the store has
+ * had the answer.
+ */
+function interceptNextResync(redisClient: Redis, around: (run: () => Promise<unknown>) => Promise<unknown>): Promise<void> {
+  const scripts = redisClient as unknown as { ekfKeyStateResync: (...args: unknown[]) => Promise<unknown> };
+  const original = scripts.ekfKeyStateResync;
+  return new Promise((resolve, reject) => {
+    scripts.ekfKeyStateResync = (...args) => {
+      scripts.ekfKeyStateResync = original;
+      const answer = around(() => original.apply(redisClient, args));
+      answer.then(() => setTimeout(resolve, 20), reject);
+      return answer;
+    };
+  });
+}
+
 async function eventually(check: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
   const started = Date.now();
   while (!(await check())) {
@@ -285,7 +303,7 @@ test('Redis hanging: requests do not wait, one warning, and the marks arrive onc
   expect(logsA).toHaveLength(1);
 });
 
-// Last: it kills and restarts the server.
+// Last: the tests from here on kill and restart the server (same port, empty database).
 test('Redis down mid-test: both replicas keep answering, warn once, and reconverge when it is back', async () => {
   const logsA: string[] = [];
   const logsB: string[] = [];
@@ -330,6 +348,85 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
 
   expect(logsA).toEqual([expect.stringMatching(/Redis is unreachable.*serving key state from this process/)]);
   expect(logsB).toHaveLength(1);
+  // B's view is back before its subscriber may be: that reconnects on its own schedule, and B says it is back only then.
+  await eventually(() => infosB.length > 0, "B's recovery noticed", 10_000);
   expect(infosB).toHaveLength(1); // and one line when it came back
   for (const line of [...logsA, ...logsB]) for (const key of KEYS) expect(line).not.toContain(key);
 }, 30_000);
+
+test('a resync that reaches Redis only after it restarted does not empty the view: the replica gives its mark back', async () => {
+  const logs: string[] = [];
+  const infos: string[] = [];
+  // A client of the user's, with ioredis's defaults: a command sent as the server dies is resent once it is back
+  // (the store's own clients do the same), and one sent while it is away waits in the offline queue.
+  const mine = client().on('error', () => {});
+  const a = replica({ logs, infos, store: { client: mine, url: undefined, operationTimeoutMs: 10_000, resyncIntervalMs: 200 } });
+  a.pool.markRateLimited('key-0', 30_000);
+  await eventually(() => inspector.pttl(`${prefix}cooldown:key-0`).then((ms) => ms > 0), 'the mark in Redis');
+
+  // A periodic catch-up: its replay reads the epoch of this server, then Redis restarts before the resync gets there.
+  await interceptNextResync(mine, async (run) => {
+    await redis.kill();
+    await redis.start();
+    return run(); // answered by the new, empty server
+  });
+  await eventually(() => infos.length === 1, 'A caught up with the new server', 10_000);
+  expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
+  expect(logs).toHaveLength(1);
+}, 30_000);
+
+test('a replica whose catch-up never succeeded gives back, after a restart, the marks it made and those it heard of', async () => {
+  // An epoch key of the wrong type fails every catch-up (like a first one that timed out on a loaded machine),
+  // while writes and events go through: the replicas never learn the epoch of this server.
+  await inspector.hset(`${prefix}epoch`, 'not', 'a string');
+  const logsA: string[] = [];
+  const logsB: string[] = [];
+  const infosB: string[] = [];
+  const a = replica({ logs: logsA });
+  const b = replica({ logs: logsB, infos: infosB });
+  await eventually(() => logsA.length === 1 && logsB.length === 1, 'both first catch-ups failed');
+  await eventually(
+    () => inspector.call('PUBSUB', 'NUMSUB', `${prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
+    'both replicas subscribed',
+  );
+  a.pool.markRateLimited('key-0', 30_000);
+  b.pool.markDisabled('key-1');
+  await eventually(
+    () => stateOf(b, 'key-0').state === 'cooling' && stateOf(a, 'key-1').state === 'disabled',
+    'each mark heard by the other replica',
+  );
+  await a.store.close(); // the replica that made key-0's mark goes away: only B knows of it now
+
+  await redis.kill();
+  await redis.start(); // empty, without the bad epoch key: B's next catch-up succeeds
+  await eventually(() => infosB.length === 1, 'B caught up with the new server', 10_000);
+  expect(remaining(b, 'key-0')).toBeGreaterThan(25_000);
+  expect(stateOf(b, 'key-1').state).toBe('disabled');
+  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${prefix}disabled:key-1`)).toBe(-1);
+  expect(logsB).toHaveLength(1);
+}, 30_000);
+
+test("changes heard while a resync is on its way are not undone by that resync's older answer", async () => {
+  const mine = client().on('error', () => {});
+  const a = replica({ store: { client: mine, url: undefined, resyncIntervalMs: 300 } });
+  const b = replica();
+  await eventually(
+    () => inspector.call('PUBSUB', 'NUMSUB', `${prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
+    'both replicas subscribed',
+  );
+  b.pool.markRateLimited('key-2', 10_000);
+  await eventually(() => stateOf(a, 'key-2').state === 'cooling', "A's view of key-2");
+
+  // A's next periodic resync is answered before B's changes, and A hears of them before it reads that answer.
+  await interceptNextResync(mine, async (run) => {
+    const answer = await run();
+    b.pool.markDisabled('key-1');
+    b.pool.enable('key-2');
+    await eventually(() => stateOf(a, 'key-1').state === 'disabled' && stateOf(a, 'key-2').state === 'available', "A hears B's changes");
+    return answer;
+  });
+  expect(stateOf(a, 'key-1').state).toBe('disabled'); // not removed by an answer older than the disable
+  expect(stateOf(a, 'key-2').state).toBe('available'); // and not cooling again
+});

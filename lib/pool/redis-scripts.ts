@@ -1,4 +1,4 @@
-/** The two Lua scripts of RedisStateStore: one atomic write (with its PUBLISH), one resync read. */
+/** The two Lua scripts of RedisStateStore: one atomic write (with its PUBLISH), one resync read (with the epoch it ran under). */
 
 export type Op = 'cooldown' | 'disable' | 'enable';
 export type Reply = [state: string, ms: number];
@@ -13,7 +13,8 @@ export interface Scripts {
     channel: string,
     from: string,
   ): Promise<Reply>;
-  ekfKeyStateResync(idsKey: string, keyPrefix: string): Promise<(string | number)[]>;
+  /** [epoch, id, cooldown PTTL, disabled PTTL, id, ...]: the epoch (set first if Redis has none) of the server that read the states. */
+  ekfKeyStateResync(idsKey: string, epochKey: string, keyPrefix: string, newEpoch: string): Promise<(string | number)[]>;
 }
 
 export const WRITE_LUA = `
@@ -41,7 +42,8 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ op = state, id = id, ms = left, fr
 return { state, left }`;
 
 export const RESYNC_LUA = `
-local out = {}
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+local out = { redis.call('GET', KEYS[2]) }
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local cooling = redis.call('PTTL', ARGV[1] .. 'cooldown:' .. id)
   local disabled = redis.call('PTTL', ARGV[1] .. 'disabled:' .. id)

@@ -6,7 +6,7 @@
  *   P cooldown:<id>  Redis-time deadline, with a PX expiry of the cooldown: it clears itself.
  *   P disabled:<id>  Redis-time deadline with PX (authCooldownMs), or '0' without expiry (until enable).
  *   P ids            the ids that may have state, so that a resync is one script and no SCAN.
- *   P epoch          a token set once; a different one after a reconnect means Redis lost its data.
+ *   P epoch          a token set once (SET NX); a different one than last seen means Redis lost its data.
  *   channel P events {op: 'cooldown' | 'disabled' | 'enabled', id, ms, from} for every change.
  *
  * Reads: get() answers from a local Map, so selection never waits on Redis.
@@ -29,7 +29,17 @@
  * outage logged once (again only after a catch-up succeeded in between). On
  * reconnect, or every second while down (a Redis that hung keeps its socket
  * open): pending ids are replayed from the local view (all ids if the epoch
- * changed, i.e. Redis came back empty), then a resync. Requests never wait.
+ * changed, i.e. Redis came back empty, or was never read: the view may hold
+ * states from a server that has restarted since), then a resync.
+ * Requests never wait.
+ *
+ * Nothing lost: a resync replaces the view only when it ran on the server
+ * whose epoch the replay before it checked. Its script reads the epoch with
+ * the states; another one means Redis restarted in between (a command sent
+ * as the server died is resent by ioredis on the new connection, and a
+ * client of yours may queue one while offline): that answer is dropped and the
+ * catch-up runs again, replaying everything. Changes heard from pub/sub while
+ * a resync is on its way are newer than its answer, and are kept too.
  *
  * Standalone Redis or Sentinel; not Redis Cluster (the scripts read keys they
  * are not given). An ioredis `keyPrefix` on a client you pass is honoured.
@@ -78,12 +88,16 @@ export class RedisStateStore implements KeyStateStore {
   private readonly ownsClient: boolean;
   private readonly channel: string;
   private readonly origin = randomUUID();
-  private readonly view = new Map<string, KeyState>();
+  private readonly view = new ChangeCountingMap<string, KeyState>();
   /** Ids whose latest local write Redis has not confirmed; `reset`: an enable() is among them. */
   private readonly pending = new Map<string, { reset: boolean }>();
   /** Sequence number of each id's latest local write, so that an older reply or resync does not undo it. */
   private readonly lastWrite = new Map<string, number>();
   private writes = 0;
+  /** Sequence number of each id's latest event from pub/sub, so that a resync read before it does not undo it. */
+  private readonly lastHeard = new Map<string, number>();
+  private heard = 0;
+  /** The token of the server this view last caught up with; undefined until a replay read one. */
   private epoch: string | undefined;
   private subscribed = false;
   private down = false;
@@ -124,7 +138,7 @@ export class RedisStateStore implements KeyStateStore {
     this.subscriber = this.client.duplicate({ autoResubscribe: false, lazyConnect: false });
     if (typeof (this.client as unknown as Partial<Scripts>).ekfKeyStateWrite !== 'function') {
       this.client.defineCommand('ekfKeyStateWrite', { numberOfKeys: 3, lua: WRITE_LUA });
-      this.client.defineCommand('ekfKeyStateResync', { numberOfKeys: 1, lua: RESYNC_LUA });
+      this.client.defineCommand('ekfKeyStateResync', { numberOfKeys: 2, lua: RESYNC_LUA });
     }
 
     const onReady = () => void this.catchUp();
@@ -142,6 +156,11 @@ export class RedisStateStore implements KeyStateStore {
     if (this.client.status === 'wait') this.client.connect().catch(ignore);
     if (this.client.status === 'ready') void this.catchUp();
     this.timer = resyncIntervalMs > 0 ? setInterval(() => void this.catchUp(), resyncIntervalMs).unref() : undefined;
+  }
+
+  /** Changes with every change of the local view (see KeyStateStore.generation). */
+  get generation(): number {
+    return this.view.changes;
   }
 
   get(id: string): KeyState | undefined {
@@ -236,6 +255,7 @@ export class RedisStateStore implements KeyStateStore {
     }
     // Our own changes are in the view already; an unconfirmed local write is newer than what Redis said before it.
     if (event.from === this.origin || typeof event.id !== 'string' || typeof event.op !== 'string' || this.pending.has(event.id)) return;
+    this.lastHeard.set(event.id, ++this.heard);
     this.apply(event.id, event.op, Number(event.ms));
   }
 
@@ -262,7 +282,12 @@ export class RedisStateStore implements KeyStateStore {
         this.catchUpAgain = false;
         if (this.client.status !== 'ready') return;
         await this.replay();
-        await this.resync();
+        if (!(await this.resync())) {
+          // Redis restarted after the replay read its epoch: the answer came from a server that has not had
+          // the replay. Again: the replay sees the new epoch now, and gives it everything.
+          this.catchUpAgain = true;
+          continue;
+        }
         if (this.down && this.subscribed) {
           this.down = false;
           clearInterval(this.probe);
@@ -279,7 +304,9 @@ export class RedisStateStore implements KeyStateStore {
   private async replay(): Promise<void> {
     const epochKey = this.prefix + 'epoch';
     const [, current] = await this.timed(Promise.all([this.client.set(epochKey, randomUUID(), 'NX'), this.client.get(epochKey)]));
-    const lost = this.epoch !== undefined && current !== this.epoch;
+    // Never read before (a first catch-up, or every one so far failed): the view may hold states that went straight
+    // to a server that has restarted since (our writes, what pub/sub told us), so Redis gets all of it.
+    const lost = this.epoch === undefined || current !== this.epoch;
     this.epoch = current ?? undefined;
     const ids = new Set([...this.pending.keys(), ...(lost ? this.view.keys() : [])]);
     const now = this.now();
@@ -304,14 +331,25 @@ export class RedisStateStore implements KeyStateStore {
     );
   }
 
-  /** Replaces the view with Redis's, except ids written locally since the resync began. */
-  private async resync(): Promise<void> {
-    const started = this.writes;
+  /**
+   * Replaces the view with Redis's, except ids written locally or heard of since the resync began.
+   * False, and the view untouched, when the answer comes from a server other than the one the replay checked.
+   */
+  private async resync(): Promise<boolean> {
+    const [written, heard] = [this.writes, this.heard];
     const scripts = this.client as unknown as Scripts;
-    const reply = await this.timed(scripts.ekfKeyStateResync(this.prefix + 'ids', (this.client.options.keyPrefix ?? '') + this.prefix));
+    const reply = await this.timed(
+      scripts.ekfKeyStateResync(
+        this.prefix + 'ids',
+        this.prefix + 'epoch',
+        (this.client.options.keyPrefix ?? '') + this.prefix,
+        randomUUID(),
+      ),
+    );
+    if (this.epoch === undefined || String(reply[0]) !== this.epoch) return false;
     const now = this.now();
     const fresh = new Map<string, KeyState>();
-    for (let i = 0; i + 2 < reply.length; i += 3) {
+    for (let i = 1; i + 2 < reply.length; i += 3) {
       const [id, cooling, disabled] = [String(reply[i]), Number(reply[i + 1]), Number(reply[i + 2])];
       if (disabled !== -2)
         fresh.set(
@@ -321,11 +359,12 @@ export class RedisStateStore implements KeyStateStore {
       else if (cooling > 0) fresh.set(id, { cooldownUntil: now + cooling, disabled: false });
     }
     for (const id of new Set([...this.view.keys(), ...fresh.keys()])) {
-      if ((this.lastWrite.get(id) ?? 0) > started || this.pending.has(id)) continue;
+      if ((this.lastWrite.get(id) ?? 0) > written || (this.lastHeard.get(id) ?? 0) > heard || this.pending.has(id)) continue;
       const state = fresh.get(id);
       if (state) this.view.set(id, state);
       else this.view.delete(id);
     }
+    return true;
   }
 
   /** Logged once per outage: again only after a catch-up succeeded in between. Codes only, never a key. */
@@ -389,4 +428,24 @@ function checkPrefix(value: unknown): string {
     );
   }
   return value;
+}
+
+/** A Map that counts its writes, so that the pool can tell when its cached view of the head is stale. */
+class ChangeCountingMap<K, V> extends Map<K, V> {
+  changes = 0;
+
+  override set(key: K, value: V): this {
+    this.changes++;
+    return super.set(key, value);
+  }
+
+  override delete(key: K): boolean {
+    this.changes++;
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.changes++;
+    super.clear();
+  }
 }
