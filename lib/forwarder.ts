@@ -5,6 +5,7 @@ import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
+import { HEADER_SAFE } from './pool/keys.js';
 import {
   hopByHop,
   relayResponse,
@@ -19,7 +20,6 @@ import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './valid
 
 export type Caller = { clientKey: string } | { pool: KeyPool };
 
-const HEADER_SAFE = /^[\x21-\x7e]+$/;
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 /**

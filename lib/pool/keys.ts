@@ -5,7 +5,8 @@ import { KeyFailoverError, describeValue } from '../validations.js';
 export type KeyInput = string | { id?: string; key: string; weight?: number };
 
 const MIN_KEY_LENGTH_FOR_HINT = 16;
-const HEADER_SAFE = /^[\x21-\x7e]+$/;
+/** Visible ASCII only: a value that can go into an HTTP header as it is. */
+export const HEADER_SAFE = /^[\x21-\x7e]+$/;
 
 /**
  * One key of the pool. The value is held in a private field and hidden from
