@@ -153,8 +153,10 @@ test('2 000 requests at 100 concurrent against a chaos upstream: one complete, c
   try {
     await runConcurrently(TOTAL, CONCURRENCY, async (i) => {
       started++;
-      // Storms: every key rate-limited for a second; later every key revoked until the pool has
-      // disabled them all and answered 502s for 300 ms, then the upstream takes them back.
+      // Storms: every key slow for 600 ms (so that slow answers, some past timeoutMs, are in every
+      // run, whatever the flips did); every key rate-limited for a second; later every key revoked
+      // until the pool has disabled them all and answered 502s for 300 ms, then the upstream takes them back.
+      if (started === Math.floor(TOTAL * 0.1)) chaos.storm('slow', 600);
       if (started === Math.floor(TOTAL * 0.25)) chaos.storm('limited', 1000);
       if (started === Math.floor(TOTAL * 0.55)) {
         chaos.storm('revoked', 20_000);
