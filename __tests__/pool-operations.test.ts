@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import request from 'supertest';
 import { KeyPool, type KeyPoolEvents } from '../lib/index.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway } from './support/gateway.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, useMockUpstream } from './support/gateway.js';
 import { MockUpstream, byKey, status } from './support/mock-upstream.js';
 
 const walk = (pool: KeyPool): string[] => {
@@ -206,14 +206,7 @@ describe('events', () => {
     expect(seen).toEqual(['rateLimited key-0 30000', 'rateLimited key-0 40000', 'disabled key-1']);
   });
 
-  let upstream: MockUpstream;
-  beforeAll(async () => {
-    upstream = await MockUpstream.start();
-  });
-  afterAll(async () => {
-    await closeGateways();
-    await upstream.close();
-  });
+  const upstream = useMockUpstream();
 
   test('rateLimited, disabled, failover, exhausted and attempt carry id, hint, status and request id, never a key', async () => {
     const { app, pool, clock } = gateway(upstream.url);

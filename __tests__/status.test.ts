@@ -2,20 +2,13 @@ import { createHash } from 'node:crypto';
 import express, { type Express } from 'express';
 import request from 'supertest';
 import { KeyPool, poolStatus } from '../lib/index.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, type Gateway } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
+import { byKey, ok, status } from './support/mock-upstream.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8';
 const hint = (key: string) => key.slice(-4);
 
-let upstream: MockUpstream;
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterAll(async () => {
-  await closeGateways();
-  await upstream.close();
-});
+const upstream = useMockUpstream();
 
 /** A gateway whose key-0 got a 429 (Retry-After 30), key-1 a 401, key-2 served the request; /admin/keys shows the pool. */
 async function gatewayAfterFailover(poolOptions = {}): Promise<Gateway> {

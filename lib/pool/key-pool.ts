@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { KeyFailoverError, checkFunction, checkKnownOptions, checkPositiveInteger, describeValue } from '../validations.js';
+import { WHERE, checkCooldownBounds, checkOptionsObject, checkStore, checkStrategy } from './pool-options.js';
 import type { KeyPoolEvents } from './events.js';
 import { buildKeys, PoolKey, type KeyInput } from './keys.js';
 import { MemoryKeyStateStore, type KeyState, type KeyStateStore } from './store.js';
@@ -48,9 +49,7 @@ export interface MarkDetails {
   requestId?: string;
 }
 
-const WHERE = 'new KeyPool()';
 const OPTIONS = ['keys', 'strategy', 'defaultCooldownMs', 'minCooldownMs', 'maxCooldownMs', 'authCooldownMs', 'now', 'random', 'store'];
-const STRATEGIES: readonly Strategy[] = ['ordered', 'round-robin', 'weighted'];
 
 export class KeyPool extends EventEmitter<KeyPoolEvents> {
   readonly now: () => number;
@@ -257,51 +256,6 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     }
     return key;
   }
-}
-
-function checkOptionsObject(value: unknown): KeyPoolOptions {
-  if (typeof value !== 'object' || value === null) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_KEYS',
-      `${WHERE}: expected an array of keys or an options object { keys: [...] }, got ${describeValue(value)}.`,
-    );
-  }
-  return value as KeyPoolOptions;
-}
-
-function checkStrategy(value: unknown): Strategy {
-  if (!STRATEGIES.includes(value as Strategy)) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "strategy" must be one of ${STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${
-        typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
-      }.`,
-    );
-  }
-  return value as Strategy;
-}
-
-function checkCooldownBounds(minMs: unknown, maxMs: unknown): { minMs: number; maxMs: number } {
-  const bounds = {
-    minMs: checkPositiveInteger(WHERE, 'minCooldownMs', minMs, { allowZero: true }),
-    maxMs: checkPositiveInteger(WHERE, 'maxCooldownMs', maxMs),
-  };
-  if (bounds.minMs > bounds.maxMs) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "minCooldownMs" (${bounds.minMs}) must not be larger than "maxCooldownMs" (${bounds.maxMs}).`,
-    );
-  }
-  return bounds;
-}
-
-function checkStore(value: unknown): KeyStateStore {
-  const store = value as Partial<KeyStateStore> | null;
-  const methods = ['get', 'markRateLimited', 'markDisabled', 'enable'] as const;
-  if (typeof store !== 'object' || store === null || methods.some((m) => typeof store[m] !== 'function')) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "store" must implement KeyStateStore (${methods.join(', ')}).`);
-  }
-  return store as KeyStateStore;
 }
 
 export { KeyWalker, PoolKey, type KeyInput, type Strategy };

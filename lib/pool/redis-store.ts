@@ -55,6 +55,7 @@ import {
   describeValue,
   type Logger,
 } from '../validations.js';
+import { WHERE, checkConnection, checkPrefix } from './redis-options.js';
 import { RESYNC_LUA, WRITE_LUA, type Op, type Scripts } from './redis-scripts.js';
 import type { KeyState, KeyStateStore } from './store.js';
 
@@ -75,7 +76,6 @@ export interface RedisStateStoreOptions {
   resyncIntervalMs?: number;
 }
 
-const WHERE = 'new RedisStateStore()';
 const OPTIONS = ['client', 'url', 'prefix', 'now', 'logger', 'operationTimeoutMs', 'resyncIntervalMs'];
 
 export class RedisStateStore implements KeyStateStore {
@@ -391,43 +391,6 @@ export class RedisStateStore implements KeyStateStore {
     });
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }
-}
-
-function checkConnection(client: unknown, url: unknown): { client?: Redis; url?: string } {
-  if ((client === undefined) === (url === undefined)) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: give exactly one of option "client" (an ioredis client) or option "url" (a redis:// URL), got ${client === undefined ? 'neither' : 'both'}.`,
-    );
-  }
-  const redis = client as Partial<Redis> | null;
-  if (
-    client !== undefined &&
-    (typeof redis !== 'object' || redis === null || typeof redis.duplicate !== 'function' || typeof redis.defineCommand !== 'function')
-  ) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "client" must be an ioredis client (new Redis(...)), got ${describeValue(client)}.`,
-    );
-  }
-  // The URL may hold a password: never echo it.
-  if (url !== undefined && (typeof url !== 'string' || !/^rediss?:\/\/./.test(url))) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "url" must be a redis:// or rediss:// URL string, got ${typeof url === 'string' ? 'another string' : describeValue(url)}.`,
-    );
-  }
-  return { client: client as Redis | undefined, url: url };
-}
-
-function checkPrefix(value: unknown): string {
-  if (typeof value !== 'string' || value === '') {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "prefix" must be a non-empty string such as 'ekf:', got ${describeValue(value)}.`,
-    );
-  }
-  return value;
 }
 
 /** A Map that counts its writes, so that the pool can tell when its cached view of the head is stale. */
