@@ -32,12 +32,15 @@ export class Forwarder {
   private readonly basePath: string;
   private readonly warnings: OnceLogger;
   private readonly dropFromRequest: ReadonlySet<string>;
+  // The provider's query parameters, listed once rather than at every request.
+  private readonly fixedQuery: readonly [string, string][];
 
   constructor(readonly options: ResolvedOptions) {
     this.basePath = options.target.pathname.replace(/\/+$/, '');
     // Keep-alive connections to the upstream; our own timer bounds the wait for headers.
     this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
     this.warnings = new OnceLogger(options.logger);
+    this.fixedQuery = Object.entries(options.provider.query);
     // Cookies are the gateway's own session credentials: never for the upstream.
     this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
   }
@@ -89,10 +92,9 @@ export class Forwarder {
   upstreamPath(req: Request): string {
     const q = req.url.indexOf('?');
     let search = q === -1 ? '' : req.url.slice(q);
-    const fixed = this.options.provider.query;
-    if (Object.keys(fixed).length > 0) {
+    if (this.fixedQuery.length > 0) {
       const params = new URLSearchParams(search);
-      for (const [name, value] of Object.entries(fixed)) params.set(name, value);
+      for (const [name, value] of this.fixedQuery) params.set(name, value);
       search = '?' + params.toString();
     }
     return this.basePath + req.path + search;
