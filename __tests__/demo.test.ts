@@ -156,9 +156,9 @@ test(
 
     // The failover: key-0 rate-limited and cooling, key-1 revoked and disabled, key-2 answers.
     const normal = scenario(output, /A normal request/);
-    expect(normal).toMatch(/keys tried\s+key-0 \(429, cooling \d+s\) -> key-1 \(401, disabled\) -> key-2 \(200\)/);
+    expect(normal).toMatch(/keys tried\s+key-0 \(429, cooling \d+s for gpt-4o-mini\) -> key-1 \(401, disabled\) -> key-2 \(200\)/);
     expect(normal).toMatch(/client got\s+200\s+Hello from the fake upstream/);
-    expect(normal).toMatch(/key-0\s+…\w{4}\s+cooling, \d+s left/);
+    expect(normal).toMatch(/key-0\s+…\w{4}\s+cooling for gpt-4o-mini, \d+s left/);
     expect(normal).toMatch(/key-1\s+…\w{4}\s+disabled/);
     expect(normal).toMatch(/key-2\s+…\w{4}\s+available/);
 
@@ -206,7 +206,7 @@ describe('with OPENAI_API_KEYS set', () => {
       const normal = scenario(output, /A normal request/);
       expect(normal).toMatch(/keys tried\s+not visible with a real upstream/);
       expect(normal).toMatch(/client got\s+200/);
-      expect(normal).toMatch(/key-0\s+…Qx7a\s+cooling, \d+s left/);
+      expect(normal).toMatch(/key-0\s+…Qx7a\s+cooling for gpt-4o-mini, \d+s left/);
       expect(normal).toMatch(/key-1\s+…Rv3k\s+disabled/);
       expect(scenario(output, /A streaming request/)).toContain(`200 stream: ${STREAMED_REPLY}`);
       expect(output).not.toMatch(/BYOK: the client brings/);

@@ -3,6 +3,11 @@ import http from 'node:http';
 import request from 'supertest';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, status } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
+
+/** When key `index` stops cooling for the request's model (gpt-4o-mini), or undefined. */
+const modelCooldown = (pool: { snapshot(): { models?: { model: string; cooldownUntil: number }[] }[] }, index: number) =>
+  pool.snapshot()[index]!.models?.find((m) => m.model === chatBody.model)?.cooldownUntil;
 
 const upstream = useMockUpstream();
 
@@ -36,9 +41,9 @@ describe('walking the pool', () => {
     ]);
   });
 
-  test('429 on k0: k0 cools down, k1 answers', async () => {
+  test('429 on k0: k0 cools down for the request model, k1 answers', async () => {
     const { app, pool, clock } = gateway(upstream.url);
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '20' }) }, ok({ by: 'k1' }));
+    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '20' }) }, ok({ by: 'k1' }));
 
     const res = await post(app);
 
@@ -46,7 +51,7 @@ describe('walking the pool', () => {
     expect(res.body).toEqual({ by: 'k1' });
     expect(upstream.keysSeen()).toEqual([K0, K1]);
     expect(pool.snapshot()).toEqual([
-      { id: 'key-0', hint: K0.slice(-4), state: 'cooling', cooldownUntil: clock.time + 20_000 },
+      { id: 'key-0', hint: K0.slice(-4), state: 'available', models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 20_000 }] },
       { id: 'key-1', hint: K1.slice(-4), state: 'available' },
       { id: 'key-2', hint: K2.slice(-4), state: 'available' },
     ]);
@@ -54,14 +59,14 @@ describe('walking the pool', () => {
 
   test('401 on k0: k0 is disabled, k1 answers, later requests never send k0', async () => {
     const { app, pool, clock } = gateway(upstream.url);
-    upstream.behaviour = byKey({ [K0]: status(401) }, ok());
+    upstream.behaviour = byKey({ [K0]: openai.invalidKey() }, ok());
 
     expect((await post(app)).status).toBe(200);
     clock.advance(24 * 3600 * 1000);
     expect((await post(app)).status).toBe(200);
 
     expect(upstream.keysSeen()).toEqual([K0, K1, K1]);
-    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled' });
+    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled', disabledReason: 'auth' });
 
     pool.enable('key-0');
     upstream.behaviour = ok();
@@ -127,9 +132,9 @@ describe('walking the pool', () => {
   test('every key rate-limited: 429 with Retry-After = ceil of the smallest remaining cooldown', async () => {
     const { app, pool } = gateway(upstream.url);
     upstream.behaviour = byKey({
-      [K0]: status(429, { 'retry-after': '30' }),
-      [K1]: status(429, { 'retry-after-ms': '12300' }),
-      [K2]: status(429, { 'retry-after': '45' }),
+      [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }),
+      [K1]: openai.rateLimited('gpt-4o-mini', { 'retry-after-ms': '12300' }),
+      [K2]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '45' }),
     });
 
     const res = await post(app);
@@ -146,9 +151,9 @@ describe('walking the pool', () => {
       },
     });
     expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
-    expect(pool.snapshot().map((k) => k.state)).toEqual(['cooling', 'cooling', 'cooling']);
+    expect([0, 1, 2].map((i) => modelCooldown(pool, i)! > 0)).toEqual([true, true, true]);
 
-    // The next request finds nothing available and never reaches the upstream.
+    // The next request (same model) finds nothing available and never reaches the upstream.
     const again = await post(app);
     expect(again.status).toBe(429);
     expect(again.headers['retry-after']).toBe('13');
@@ -157,7 +162,7 @@ describe('walking the pool', () => {
 
   test('every key unauthorized: 502', async () => {
     const { app, pool } = gateway(upstream.url);
-    upstream.behaviour = status(401);
+    upstream.behaviour = openai.invalidKey();
 
     const res = await post(app);
 
@@ -175,14 +180,19 @@ describe('walking the pool', () => {
 
   test('disabled and cooling keys exhausted together: 429', async () => {
     const { app, pool } = gateway(upstream.url);
-    upstream.behaviour = byKey({ [K0]: status(401), [K1]: status(429, { 'retry-after': '5' }), [K2]: status(401) });
+    upstream.behaviour = byKey({
+      [K0]: openai.invalidKey(),
+      [K1]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '5' }),
+      [K2]: openai.accountDeactivated(),
+    });
 
     const res = await post(app);
 
     expect(res.status).toBe(429);
     expect(res.headers['retry-after']).toBe('5');
     expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
-    expect(pool.snapshot().map((k) => k.state)).toEqual(['disabled', 'cooling', 'disabled']);
+    expect(pool.snapshot().map((k) => k.state)).toEqual(['disabled', 'available', 'disabled']);
+    expect(modelCooldown(pool, 1)).toBeGreaterThan(0);
   });
 
   test.each([500, 400, 404, 422, 503])('%i from the upstream is relayed unchanged, no failover, no marking', async (code) => {
@@ -201,59 +211,62 @@ describe('walking the pool', () => {
 
   test('a cooling key is skipped until its cooldown passes (clock moved, not slept), then used again', async () => {
     const { app, pool, clock } = gateway(upstream.url);
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '10' }) }, ok());
+    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) }, ok());
     await post(app);
     upstream.behaviour = ok();
 
     clock.advance(9_999);
     await post(app);
     expect(upstream.keysSeen()).toEqual([K0, K1, K1]);
-    expect(pool.snapshot()[0]!.state).toBe('cooling');
+    expect(modelCooldown(pool, 0)).toBe(clock.time + 1);
 
     clock.advance(1);
     await post(app);
     expect(upstream.keysSeen()).toEqual([K0, K1, K1, K0]);
-    expect(pool.snapshot()[0]!.state).toBe('available');
+    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'available' });
   });
 
   test("cooldowns come from the provider's reset headers, within the pool's floor and cap", async () => {
     const { app, pool, clock } = gateway(upstream.url, {}, { minCooldownMs: 2_000, maxCooldownMs: 120_000 });
     upstream.behaviour = byKey({
-      [K0]: status(429, { 'x-ratelimit-reset-requests': '1s', 'x-ratelimit-reset-tokens': '6m0s', 'x-ratelimit-remaining-tokens': '0' }),
-      [K1]: status(429, { 'x-ratelimit-reset-requests': '20ms', 'x-ratelimit-remaining-requests': '0' }),
-      [K2]: status(429, { 'anthropic-ratelimit-tokens-reset': new Date(clock.time + 45_500).toISOString() }),
+      [K0]: openai.rateLimited('gpt-4o-mini', {
+        'x-ratelimit-reset-requests': '1s',
+        'x-ratelimit-reset-tokens': '6m0s',
+        'x-ratelimit-remaining-tokens': '0',
+      }),
+      [K1]: openai.rateLimited('gpt-4o-mini', { 'x-ratelimit-reset-requests': '20ms', 'x-ratelimit-remaining-requests': '0' }),
+      [K2]: openai.rateLimited('gpt-4o-mini', { 'anthropic-ratelimit-tokens-reset': new Date(clock.time + 45_500).toISOString() }),
     });
 
     const res = await post(app);
 
     expect(res.status).toBe(429);
-    expect(pool.snapshot().map((k) => k.cooldownUntil! - clock.time)).toEqual([120_000, 2_000, 45_500]);
+    expect([0, 1, 2].map((i) => modelCooldown(pool, i)! - clock.time)).toEqual([120_000, 2_000, 45_500]);
     expect(res.headers['retry-after']).toBe('2');
   });
 
   test('a 429 without a usable header cools for defaultCooldownMs', async () => {
     const { app, pool, clock } = gateway(upstream.url, {}, { defaultCooldownMs: 7_000 });
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': 'whenever' }) }, ok());
+    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': 'whenever' }) }, ok());
     await post(app);
-    expect(pool.snapshot()[0]!.cooldownUntil).toBe(clock.time + 7_000);
+    expect(modelCooldown(pool, 0)).toBe(clock.time + 7_000);
   });
 
   test('a longer cooldown already set wins over a shorter one', async () => {
     const { app, pool, clock } = gateway(upstream.url);
-    pool.markRateLimited('key-0', 100_000);
+    pool.markRateLimited('key-0', 100_000, { model: 'gpt-4o-mini' });
     pool.enable('key-0');
-    pool.markRateLimited('key-1', 100_000);
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '1' }) }, ok());
+    pool.markRateLimited('key-1', 100_000, { model: 'gpt-4o-mini' });
+    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '1' }) }, ok());
 
     await post(app);
 
     // k1 was cooling (skipped), k0 got a 1 s cooldown, k2 answered.
     expect(upstream.keysSeen()).toEqual([K0, K2]);
-    const [k0, k1] = pool.snapshot();
-    expect(k0!.cooldownUntil).toBe(clock.time + 1_000);
-    expect(k1!.cooldownUntil).toBe(clock.time + 100_000);
-    pool.markRateLimited('key-1', 5_000);
-    expect(pool.snapshot()[1]!.cooldownUntil).toBe(clock.time + 100_000);
+    expect(modelCooldown(pool, 0)).toBe(clock.time + 1_000);
+    expect(modelCooldown(pool, 1)).toBe(clock.time + 100_000);
+    pool.markRateLimited('key-1', 5_000, { model: 'gpt-4o-mini' });
+    expect(modelCooldown(pool, 1)).toBe(clock.time + 100_000);
   });
 });
 

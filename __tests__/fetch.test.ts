@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import { createFailoverFetch, KeyFailoverError, KeyPool, type FailoverFetch } from '../lib/index.js';
-import { FakeClock, K0, K1, K2 } from './support/gateway.js';
+import { FakeClock, K0, K1, K2, statesFor } from './support/gateway.js';
+import { openai as openaiAnswers } from './support/provider-answers.js';
 import { MockUpstream, byKey, json, status, type Behaviour } from './support/mock-upstream.js';
 
 let upstream: MockUpstream;
@@ -38,7 +39,7 @@ const answer =
 
 test('a chat completion through the official client fails over on 429', async () => {
   const { openai, pool } = client();
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '8' }) }, answer(completion('hello')));
+  upstream.behaviour = byKey({ [K0]: openaiAnswers.rateLimited('gpt-4o-mini', { 'retry-after': '8' }) }, answer(completion('hello')));
 
   const result = await openai.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
 
@@ -47,7 +48,7 @@ test('a chat completion through the official client fails over on 429', async ()
   expect(upstream.seen.map((r) => r.url)).toEqual(['/v1/chat/completions', '/v1/chat/completions']);
   expect(upstream.seen.every((r) => !JSON.stringify(r.headers).includes('unused'))).toBe(true);
   expect(JSON.parse(upstream.seen[1]!.body.toString())).toEqual({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
-  expect(pool.snapshot().map((k) => k.state)).toEqual(['cooling', 'available', 'available']);
+  expect(statesFor(pool)).toEqual(['cooling', 'available', 'available']);
 });
 
 test('a streamed completion arrives as chunks, after a 401 failover', async () => {
@@ -121,7 +122,7 @@ describe('an agentic loop: each upstream call walks the pool afresh', () => {
     const continuation = JSON.parse(upstream.seen[2]!.body.toString());
     expect(continuation.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_1', content: '18°C, sunny' });
     expect(upstream.seen[1]!.body.equals(upstream.seen[2]!.body)).toBe(true);
-    expect(pool.snapshot().map((k) => k.state)).toEqual(['cooling', 'available']);
+    expect(statesFor(pool, 'm')).toEqual(['cooling', 'available']);
   });
 
   test('when k1 fails too, the caller gets a 429 error carrying Retry-After, and the SDK does not retry', async () => {

@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import { KeyFailoverError, KeyPool, MemoryKeyStateStore } from '../lib/index.js';
-import { FakeClock, K0, K1, K2 } from './support/gateway.js';
+import { FakeClock, K0, K1, K2, stateId } from './support/gateway.js';
 
 const thrown = (fn: () => unknown): KeyFailoverError => {
   try {
@@ -128,7 +128,7 @@ describe('marking', () => {
 
     pool.markDisabled('key-1');
     pool.markRateLimited('key-1', 5000);
-    expect(pool.snapshot()[1]).toEqual({ id: 'key-1', hint: K1.slice(-4), state: 'disabled' });
+    expect(pool.snapshot()[1]).toEqual({ id: 'key-1', hint: K1.slice(-4), state: 'disabled', disabledReason: 'auth' });
 
     pool.enable('key-0');
     pool.enable('key-1');
@@ -166,6 +166,7 @@ describe('marking', () => {
     const b = new KeyPool({ keys: [K0, K1], now: clock.now, store });
     a.markRateLimited('key-0', 1000);
     expect(b.walker().next()?.id).toBe('key-1');
-    expect(store.get('key-0')).toEqual({ cooldownUntil: clock.time + 1000, disabled: false });
+    expect(store.get('key-0')).toBeUndefined(); // state is kept by id and a fingerprint of the value, never by id alone
+    expect(store.get(stateId('key-0', K0))).toEqual({ cooldownUntil: clock.time + 1000, disabled: false });
   });
 });

@@ -4,7 +4,8 @@ import request from 'supertest';
 import { KeyPool, type KeyFailoverOptions, type KeyPoolOptions } from '../lib/index.js';
 import { LATENCY_BUCKETS, poolMetrics, type PoolMetrics, type PoolMetricsOptions } from '../lib/metrics.js';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
-import { byKey, json, ok, status } from './support/mock-upstream.js';
+import { byKey, json, ok } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 
@@ -51,7 +52,7 @@ const keyState = (pool: string, key: string, state: string) => `ekf_key_state{po
 test('a request that fails over on 429 and 401, then relays: attempts, failovers, transitions, key states, latency', async () => {
   const registry = new Registry();
   const { app } = gatewayWithMetrics(registry);
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }), [K1]: status(401) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }), [K1]: openai.invalidKey() }, ok());
 
   expect((await request(app).post(CHAT).send(chatBody)).status).toBe(200);
   const lines = await scrape(app);
@@ -61,13 +62,15 @@ test('a request that fails over on 429 and 401, then relays: attempts, failovers
       'ekf_attempts_total{pool="default",outcome="cooldown"} 1',
       'ekf_attempts_total{pool="default",outcome="disable"} 1',
       'ekf_attempts_total{pool="default",outcome="relayed"} 1',
-      'ekf_failovers_total{pool="default",key_id="key-0",status="429",action="cooldown"} 1',
-      'ekf_failovers_total{pool="default",key_id="key-1",status="401",action="disable"} 1',
-      'ekf_key_transitions_total{pool="default",key_id="key-0",to="cooling",reason="429"} 1',
-      'ekf_key_transitions_total{pool="default",key_id="key-1",to="disabled",reason="401"} 1',
-      `${keyState('default', 'key-0', 'available')} 0`,
-      `${keyState('default', 'key-0', 'cooling')} 1`,
+      'ekf_failovers_total{pool="default",key_id="key-0",status="429",action="cooldown",cause="rate_limited"} 1',
+      'ekf_failovers_total{pool="default",key_id="key-1",status="401",action="disable",cause="invalid_key"} 1',
+      'ekf_key_transitions_total{pool="default",key_id="key-0",to="model_cooling",reason="rate_limited"} 1',
+      'ekf_key_transitions_total{pool="default",key_id="key-1",to="disabled",reason="invalid_key"} 1',
+      `${keyState('default', 'key-0', 'available')} 1`,
+      `${keyState('default', 'key-0', 'cooling')} 0`,
       `${keyState('default', 'key-0', 'disabled')} 0`,
+      'ekf_key_model_cooldowns{pool="default",key_id="key-0"} 1',
+      'ekf_key_model_cooldowns{pool="default",key_id="key-1"} 0',
       `${keyState('default', 'key-1', 'available')} 0`,
       `${keyState('default', 'key-1', 'cooling')} 0`,
       `${keyState('default', 'key-1', 'disabled')} 1`,
@@ -96,8 +99,12 @@ test('a request that fails over on 429 and 401, then relays: attempts, failovers
 
 test('exhaustion while cooling, a cooldown running out (gauge only), manual enable: counted and shown', async () => {
   const registry = new Registry();
-  const { app, pool, clock } = gatewayWithMetrics(registry);
-  upstream.behaviour = byKey({ [K1]: status(401) }, status(429, { 'retry-after': '30' }));
+  const { app, pool, clock } = gatewayWithMetrics(registry, {}, { failover: { insufficient_quota: 'cooldown' } });
+  // Out of quota, with a cooldown for every model instead of waiting for enable() (the failover option says so).
+  upstream.behaviour = byKey({ [K1]: openai.invalidKey() }, (req, res) => {
+    res.setHeader('retry-after', '30');
+    return openai.insufficientQuota()(req, res);
+  });
 
   expect((await request(app).post(CHAT).send(chatBody)).status).toBe(429);
   let lines = await scrape(app);
@@ -105,6 +112,7 @@ test('exhaustion while cooling, a cooldown running out (gauge only), manual enab
     expect.arrayContaining([
       'ekf_exhaustions_total{pool="default",reason="rate_limited"} 1',
       'ekf_attempts_total{pool="default",outcome="cooldown"} 2',
+      'ekf_key_transitions_total{pool="default",key_id="key-0",to="cooling",reason="insufficient_quota"} 1',
       `${keyState('default', 'key-0', 'cooling')} 1`,
       `${keyState('default', 'key-1', 'disabled')} 1`,
       `${keyState('default', 'key-2', 'cooling')} 1`,
@@ -139,7 +147,7 @@ test('two pools share one registry under their pool label; every key disabled is
   const registry = new Registry();
   const main = gatewayWithMetrics(registry);
   const backup = gatewayWithMetrics(registry, { poolName: 'backup' });
-  upstream.behaviour = status(401);
+  upstream.behaviour = openai.invalidKey();
 
   expect((await request(backup.app).post(CHAT).send(chatBody)).status).toBe(502);
   const lines = await scrape(main.app);
@@ -147,12 +155,12 @@ test('two pools share one registry under their pool label; every key disabled is
     expect.arrayContaining([
       'ekf_exhaustions_total{pool="backup",reason="disabled"} 1',
       'ekf_attempts_total{pool="backup",outcome="disable"} 3',
-      'ekf_key_transitions_total{pool="backup",key_id="key-2",to="disabled",reason="401"} 1',
+      'ekf_key_transitions_total{pool="backup",key_id="key-2",to="disabled",reason="invalid_key"} 1',
       `${keyState('backup', 'key-0', 'disabled')} 1`,
       `${keyState('default', 'key-0', 'available')} 1`,
     ]),
   );
-  expect(lines.filter((l) => l.includes('pool="default"') && !l.startsWith('ekf_key_state'))).toEqual([]);
+  expect(lines.filter((l) => l.includes('pool="default"') && !/^ekf_key_(state|model_cooldowns)\{/.test(l))).toEqual([]);
   // One HELP/TYPE per metric: the pools share metric objects.
   const text = await registry.metrics();
   expect(text.match(/^# TYPE ekf_attempts_total counter$/gm)).toHaveLength(1);
@@ -161,7 +169,7 @@ test('two pools share one registry under their pool label; every key disabled is
 test('authCooldownMs bringing a key back is counted in the same scrape that shows it available', async () => {
   const registry = new Registry();
   const { app, clock } = gatewayWithMetrics(registry, {}, {}, { authCooldownMs: 300_000 });
-  upstream.behaviour = byKey({ [K0]: status(401) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.invalidKey() }, ok());
 
   await request(app).post(CHAT).send(chatBody);
   clock.advance(300_000);
@@ -169,7 +177,7 @@ test('authCooldownMs bringing a key back is counted in the same scrape that show
   expect(lines).toEqual(
     expect.arrayContaining([
       `${keyState('default', 'key-0', 'available')} 1`,
-      'ekf_key_transitions_total{pool="default",key_id="key-0",to="disabled",reason="401"} 1',
+      'ekf_key_transitions_total{pool="default",key_id="key-0",to="disabled",reason="invalid_key"} 1',
       'ekf_key_transitions_total{pool="default",key_id="key-0",to="available",reason="authCooldown"} 1',
     ]),
   );
@@ -231,6 +239,7 @@ test('prefix and the global register; metric names are the documented ones', asy
     expect(text).toContain('gateway_key_transitions_total{pool="default",key_id="key-0",to="cooling",reason="manual"} 1');
     expect(text.match(/^# TYPE \S+ \S+$/gm)).toEqual([
       '# TYPE gateway_key_state gauge',
+      '# TYPE gateway_key_model_cooldowns gauge',
       '# TYPE gateway_attempts_total counter',
       '# TYPE gateway_failovers_total counter',
       '# TYPE gateway_key_transitions_total counter',
@@ -259,7 +268,7 @@ test('bad options are refused with the option named, and leave the registry as i
 
   new Counter({ name: 'ekf_failovers_total', help: 'someone else', registers: [registry] });
   expect(() => poolMetrics(pool, { register: registry })).toThrow(
-    /already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action; choose another "prefix"/,
+    /already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action, cause; choose another "prefix"/,
   );
   expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(['ekf_failovers_total']);
   expect(() => poolMetrics(pool, { register: registry, prefix: 'ekf_gw_' })).not.toThrow();

@@ -19,7 +19,7 @@ test.each([
   [{ maxBodyBytes: 0 }, /option "maxBodyBytes" must be a positive integer, got 0/],
   [{ maxBodyBytes: 1.5 }, /option "maxBodyBytes" must be a positive integer/],
   [{ timeoutMs: -1 }, /option "timeoutMs" must be a positive integer, got -1/],
-  [{ failover: [429] }, /option "failover" must be an object mapping statuses to actions/],
+  [{ failover: [429] }, /option "failover" must be an object mapping statuses or causes to actions/],
   [{ failover: { 200: 'skip' } }, /option "failover" has the key "200"; keys must be HTTP error statuses from 400 to 599/],
   [{ failover: { abc: 'skip' } }, /has the key "abc"/],
   [{ failover: { 429: 'retry' } }, /maps 429 to "retry"; use one of 'cooldown', 'disable', 'skip', 'relay'/],

@@ -86,7 +86,7 @@ const server = app.listen(0, '127.0.0.1', async () => {
   const res = await fetch('http://127.0.0.1:' + server.address().port + '/v1/chat/completions', {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":"m","messages":[]}',
   });
-  console.log(JSON.stringify({ status: res.status, body: await res.json(), snapshot: app.locals.keyPool.snapshot().map((k) => k.state) }));
+  console.log(JSON.stringify({ status: res.status, body: await res.json(), snapshot: app.locals.keyPool.snapshot().map((k) => [k.state, ...(k.models ?? []).map((m) => m.model)].join(' ')) }));
   server.close();
   await middleware.close();
 });
@@ -104,7 +104,7 @@ test.each(['cjs', 'esm'] as const)('from %s: require / import serve a failover',
     timeout: 30_000,
   });
   const out = JSON.parse(stdout);
-  expect(out).toEqual({ status: 200, body: { served: kind }, snapshot: ['cooling', 'available'] });
+  expect(out).toEqual({ status: 200, body: { served: kind }, snapshot: ['available m', 'available'] });
   expect(upstream.keysSeen()).toEqual([K0, K1]);
 });
 

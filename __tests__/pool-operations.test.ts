@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import request from 'supertest';
 import { KeyPool, type KeyPoolEvents } from '../lib/index.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, useMockUpstream } from './support/gateway.js';
-import { MockUpstream, byKey, status } from './support/mock-upstream.js';
+import { MockUpstream, byKey } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
 
 const walk = (pool: KeyPool): string[] => {
   const ids: string[] = [];
@@ -182,7 +183,13 @@ describe('runtime management', () => {
     const enabled: unknown[] = [];
     pool.on('enabled', (e) => enabled.push(e));
     pool.markDisabled('key-0');
-    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled', disabledUntil: clock.time + 300_000 });
+    expect(pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'disabled',
+      disabledReason: 'auth',
+      disabledUntil: clock.time + 300_000,
+    });
     clock.advance(299_999);
     expect(walk(pool)).toEqual(['key-1']);
     clock.advance(1);
@@ -214,7 +221,10 @@ describe('events', () => {
     for (const name of ['rateLimited', 'disabled', 'enabled', 'failover', 'exhausted', 'attempt'] as (keyof KeyPoolEvents)[]) {
       pool.on(name, (event: unknown) => events.push([name, event]));
     }
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '12' }), [K1]: status(401) }, status(403));
+    upstream.behaviour = byKey(
+      { [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '12' }), [K1]: openai.invalidKey() },
+      openai.unsupportedRegion(),
+    );
 
     const res = await request(app).post(CHAT).set('x-request-id', 'req-42').send(chatBody);
     expect(res.status).toBe(403);
@@ -225,23 +235,42 @@ describe('events', () => {
       name,
       name === 'attempt' ? { ...(e as object), durationMs: typeof (e as { durationMs: unknown }).durationMs } : e,
     ]);
+    const request42 = { requestId: 'req-42' };
     expect(withoutDurations).toEqual([
-      ['attempt', { id: 'key-0', hint: hint(K0), status: 429, outcome: 'cooldown', durationMs: 'number', requestId: 'req-42' }],
+      [
+        'attempt',
+        { id: 'key-0', hint: hint(K0), status: 429, outcome: 'cooldown', cause: 'rate_limited', durationMs: 'number', ...request42 },
+      ],
       [
         'rateLimited',
-        { id: 'key-0', hint: hint(K0), cooldownMs: 12_000, cooldownUntil: clock.time + 12_000, status: 429, requestId: 'req-42' },
+        {
+          id: 'key-0',
+          hint: hint(K0),
+          cooldownMs: 12_000,
+          cooldownUntil: clock.time + 12_000,
+          model: 'gpt-4o-mini',
+          status: 429,
+          cause: 'rate_limited',
+          ...request42,
+        },
       ],
-      ['failover', { id: 'key-0', hint: hint(K0), status: 429, action: 'cooldown', requestId: 'req-42' }],
-      ['attempt', { id: 'key-1', hint: hint(K1), status: 401, outcome: 'disable', durationMs: 'number', requestId: 'req-42' }],
-      ['disabled', { id: 'key-1', hint: hint(K1), status: 401, requestId: 'req-42' }],
-      ['failover', { id: 'key-1', hint: hint(K1), status: 401, action: 'disable', requestId: 'req-42' }],
-      ['attempt', { id: 'key-2', hint: hint(K2), status: 403, outcome: 'skip', durationMs: 'number', requestId: 'req-42' }],
-      ['failover', { id: 'key-2', hint: hint(K2), status: 403, action: 'skip', requestId: 'req-42' }],
+      ['failover', { id: 'key-0', hint: hint(K0), status: 429, action: 'cooldown', cause: 'rate_limited', ...request42 }],
+      [
+        'attempt',
+        { id: 'key-1', hint: hint(K1), status: 401, outcome: 'disable', cause: 'invalid_key', durationMs: 'number', ...request42 },
+      ],
+      ['disabled', { id: 'key-1', hint: hint(K1), reason: 'auth', status: 401, cause: 'invalid_key', ...request42 }],
+      ['failover', { id: 'key-1', hint: hint(K1), status: 401, action: 'disable', cause: 'invalid_key', ...request42 }],
+      [
+        'attempt',
+        { id: 'key-2', hint: hint(K2), status: 403, outcome: 'skip', cause: 'request_not_allowed', durationMs: 'number', ...request42 },
+      ],
+      ['failover', { id: 'key-2', hint: hint(K2), status: 403, action: 'skip', cause: 'request_not_allowed', ...request42 }],
       ['enabled', { id: 'key-1', hint: hint(K1), reason: 'manual' }],
     ]);
 
     events.length = 0;
-    upstream.behaviour = status(429, { 'retry-after': '3' });
+    upstream.behaviour = openai.rateLimited('gpt-4o-mini', { 'retry-after': '3' });
     await request(app).post(CHAT).set('x-request-id', 'not a token <script>').send(chatBody);
     expect(events.at(-1)).toEqual(['exhausted', { reason: 'rate_limited', retryAfterMs: 3_000 }]);
 

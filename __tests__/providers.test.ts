@@ -1,6 +1,7 @@
 import request from 'supertest';
 import { KeyFailoverError, openaiCompatible } from '../lib/index.js';
-import { K0, K1, K2, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { K0, K1, K2, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
+import { anthropic as anthropicAnswers } from './support/provider-answers.js';
 import { gate, postStreaming } from './support/client.js';
 import { byKey, ok, status } from './support/mock-upstream.js';
 
@@ -13,7 +14,10 @@ describe('anthropic', () => {
 
   test('POST /v1/messages: key in x-api-key, 429 and 401 fail over, version headers pass through', async () => {
     const { app, pool } = anthropicGateway();
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '9' }), [K1]: status(401) }, ok({ type: 'message' }));
+    upstream.behaviour = byKey(
+      { [K0]: anthropicAnswers.rateLimited({ 'retry-after': '9' }), [K1]: anthropicAnswers.invalidKey() },
+      ok({ type: 'message' }),
+    );
 
     const res = await request(app)
       .post('/v1/messages')
@@ -32,7 +36,7 @@ describe('anthropic', () => {
       expect(seen.headers['anthropic-version']).toBe('2023-06-01');
       expect(seen.headers['anthropic-beta']).toBe('prompt-caching-2024-07-31');
     }
-    expect(pool.snapshot().map((k) => k.state)).toEqual(['cooling', 'disabled', 'available']);
+    expect(statesFor(pool, 'claude-sonnet-4-5')).toEqual(['cooling', 'disabled', 'available']);
   });
 
   test('/v1/messages/count_tokens is intercepted; OpenAI routes are not', async () => {

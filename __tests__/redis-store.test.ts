@@ -5,8 +5,9 @@ import path from 'node:path';
 import request from 'supertest';
 import { KeyFailoverError, type KeyPoolOptions } from '../lib/index.js';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, stateId } from './support/gateway.js';
+import { MockUpstream, byKey, ok } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
 import { RedisServer } from './support/redis-server.js';
 
 /**
@@ -72,6 +73,21 @@ type Replica = ReturnType<typeof replica>;
 const post = (app: Express) => request(app).post(CHAT).send(chatBody).timeout(3000);
 const stateOf = (r: Replica, id: string) => r.pool.snapshot().find((k) => k.id === id)!;
 const remaining = (r: Replica, id: string) => (stateOf(r, id).cooldownUntil ?? 0) - r.clock.now();
+/** What is left of key `id`'s cooldown for `model` on replica `r` (0: none). */
+const modelLeft = (r: Replica, id: string, model = chatBody.model) =>
+  Math.max(0, (stateOf(r, id).models?.find((m) => m.model === model)?.cooldownUntil ?? 0) - r.clock.now());
+const IDS = new Map(KEYS.map((key, i) => [`key-${i}`, stateId(`key-${i}`, key)]));
+/** The Redis key of a pool key's state: by its id and a fingerprint of its value, never the value. */
+const rk = (kind: string, id: string) => `${prefix}${kind}:${IDS.get(id)}`;
+/** What is left, in Redis, of key `id`'s cooldown for `model`. */
+async function scopedLeftInRedis(id: string, model = chatBody.model): Promise<number> {
+  const sid = IDS.get(id)!;
+  const [score, [seconds, micros]] = await Promise.all([
+    inspector.zscore(`${prefix}scoped`, `${sid.length}:${sid}${model}`),
+    inspector.time(),
+  ]);
+  return score === null ? 0 : Number(score) - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
+}
 /** Fake clocks stand still while Redis's TTLs run: a value read back from Redis is a few ms short. */
 const near = (actual: number, expected: number, tolerance = 200) => Math.abs(actual - expected) <= tolerance;
 
@@ -102,22 +118,36 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
   return Date.now() - started;
 }
 
-test('a 429 seen by replica A makes replica B skip that key on its next request; in Redis the cooldown expires by itself', async () => {
+test('a 429 seen by replica A makes replica B skip that key for that model on its next request; in Redis the cooldown expires by itself', async () => {
   const a = replica();
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
 
   expect((await post(a.app)).status).toBe(200);
   expect(upstream.keysSeen()).toEqual([K0, K1]);
-  const ms = await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of key-0");
+  const ms = await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of key-0 for gpt-4o-mini");
   console.log(`B saw A's 429 after ${ms} ms`);
-  expect(near(remaining(b, 'key-0'), 30_000)).toBe(true);
+  expect(near(modelLeft(b, 'key-0'), 30_000)).toBe(true);
+  expect(stateOf(b, 'key-0').state).toBe('available');
 
   upstream.seen.length = 0;
   expect((await post(b.app)).status).toBe(200);
   expect(upstream.keysSeen()).toEqual([K1]);
+  // Another model is not limited on key-0: B still sends it there.
+  upstream.behaviour = ok();
+  expect(
+    (
+      await request(b.app)
+        .post(CHAT)
+        .send({ ...chatBody, model: 'gpt-4o' })
+    ).status,
+  ).toBe(200);
+  expect(upstream.keysSeen()).toEqual([K1, K0]);
 
-  const pttl = await inspector.pttl(`${prefix}cooldown:key-0`);
+  const left = await scopedLeftInRedis('key-0');
+  expect(left).toBeGreaterThan(29_000);
+  expect(left).toBeLessThanOrEqual(30_000);
+  const pttl = await inspector.pttl(rk('scoped', 'key-0'));
   expect(pttl).toBeGreaterThan(29_000);
   expect(pttl).toBeLessThanOrEqual(30_000);
 });
@@ -125,21 +155,21 @@ test('a 429 seen by replica A makes replica B skip that key on its next request;
 test('a 401 on A disables the key on B; pool.enable() on B brings it back on A', async () => {
   const a = replica();
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: status(401) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.invalidKey() }, ok());
 
   expect((await post(a.app)).status).toBe(200);
   await eventually(() => stateOf(b, 'key-0').state === 'disabled', "B's view of key-0");
   upstream.seen.length = 0;
   expect((await post(b.app)).status).toBe(200);
   expect(upstream.keysSeen()).toEqual([K1]);
-  expect(await inspector.pttl(`${prefix}disabled:key-0`)).toBe(-1); // no expiry: until enable()
+  expect(await inspector.pttl(`${rk('disabled', 'key-0')}`)).toBe(-1); // no expiry: until enable()
 
   b.pool.enable('key-0');
   await eventually(() => stateOf(a, 'key-0').state === 'available', "A's view of key-0");
   upstream.reset();
   expect((await post(a.app)).status).toBe(200);
   expect(upstream.keysSeen()).toEqual([K0]);
-  expect(await inspector.exists(`${prefix}disabled:key-0`)).toBe(0);
+  expect(await inspector.exists(`${rk('disabled', 'key-0')}`)).toBe(0);
 });
 
 test('an authCooldownMs disable expires in Redis by itself and is seen with its deadline on both', async () => {
@@ -148,7 +178,7 @@ test('an authCooldownMs disable expires in Redis by itself and is seen with its 
   a.pool.markDisabled('key-1');
   await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
   expect(near(stateOf(b, 'key-1').disabledUntil! - b.clock.now(), 60_000)).toBe(true);
-  const pttl = await inspector.pttl(`${prefix}disabled:key-1`);
+  const pttl = await inspector.pttl(`${rk('disabled', 'key-1')}`);
   expect(pttl).toBeGreaterThan(59_000);
   expect(pttl).toBeLessThanOrEqual(60_000);
 });
@@ -164,20 +194,20 @@ test('concurrent marks from both replicas keep the longer cooldown, in either or
 
   for (const id of ['key-0', 'key-1']) {
     await eventually(() => near(remaining(a, id), 30_000) && near(remaining(b, id), 30_000), `both views of ${id} at 30 s`);
-    expect(await inspector.pttl(`${prefix}cooldown:${id}`)).toBeGreaterThan(29_000);
+    expect(await inspector.pttl(`${rk('cooldown', id)}`)).toBeGreaterThan(29_000);
   }
 });
 
 test('30 s then 10 s keeps 30 s, also for a replica that has not heard of the 30 s yet', async () => {
   const a = replica();
   a.pool.markRateLimited('key-2', 30_000);
-  await eventually(() => inspector.pttl(`${prefix}cooldown:key-2`).then((ms) => ms > 0), 'the 30 s mark in Redis');
+  await eventually(() => inspector.pttl(`${rk('cooldown', 'key-2')}`).then((ms) => ms > 0), 'the 30 s mark in Redis');
   // A replica just starting: its 10 s mark is made before it has synced, and goes to Redis when it connects.
   const c = replica();
   c.pool.markRateLimited('key-2', 10_000);
   expect(remaining(c, 'key-2')).toBe(10_000);
   await eventually(() => remaining(c, 'key-2') > 29_000, "C's view corrected to 30 s");
-  expect(await inspector.pttl(`${prefix}cooldown:key-2`)).toBeGreaterThan(29_000);
+  expect(await inspector.pttl(`${rk('cooldown', 'key-2')}`)).toBeGreaterThan(29_000);
 });
 
 test('clock skew: a replica whose clock is 5 s ahead sees the same remaining cooldown', async () => {
@@ -248,19 +278,32 @@ test('no key value is ever stored in Redis or published', async () => {
   sniffer.on('pmessage', (_pattern: string, channel: string, message: string) => messages.push(channel + ' ' + message));
   const a = replica({ pool: { authCooldownMs: 60_000 } });
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: status(429), [K1]: status(401) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini'), [K1]: openai.insufficientQuota() }, ok());
   expect((await post(a.app)).status).toBe(200);
   await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
+  expect(stateOf(b, 'key-1').disabledReason).toBe('quota');
+  a.pool.markRateLimited('key-2', 5_000);
   b.pool.enable('key-1');
-  await eventually(() => messages.length >= 3, 'three events');
+  await eventually(() => messages.length >= 4, 'four events');
 
   const stored: string[] = [];
   for (const key of await inspector.keys('*')) {
     const type = await inspector.type(key);
-    stored.push(key, ...(type === 'string' ? [(await inspector.get(key))!] : type === 'set' ? await inspector.smembers(key) : [type]));
+    const values =
+      type === 'string'
+        ? [(await inspector.get(key))!]
+        : type === 'set'
+          ? await inspector.smembers(key)
+          : type === 'zset'
+            ? await inspector.zrange(key, 0, -1)
+            : type === 'hash'
+              ? Object.entries(await inspector.hgetall(key)).flat()
+              : [type];
+    stored.push(key, ...values);
   }
-  expect(stored).toContain(`${prefix}cooldown:key-0`);
-  expect(messages.some((m) => m.includes('"id":"key-1"'))).toBe(true);
+  expect(stored).toEqual(expect.arrayContaining([rk('cooldown', 'key-2'), rk('scoped', 'key-0'), rk('enabled', 'key-1'), 'gpt-4o-mini']));
+  expect(messages.some((m) => m.includes(`"id":"${IDS.get('key-1')}"`) && m.includes('"reason":"quota"'))).toBe(true);
+  expect(messages.some((m) => m.includes('"scope":"gpt-4o-mini"'))).toBe(true);
   for (const text of [...stored, ...messages]) for (const key of KEYS) expect(text).not.toContain(key);
 });
 
@@ -287,7 +330,7 @@ test('Redis hanging: requests do not wait, one warning, and the marks arrive onc
   await eventually(() => inspector.exists(`${prefix}epoch`).then((n) => n === 1), 'both replicas connected');
   redis.pause();
   try {
-    upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
     const started = Date.now();
     expect((await post(a.app)).status).toBe(200);
     expect((await post(a.app)).status).toBe(200);
@@ -297,7 +340,7 @@ test('Redis hanging: requests do not wait, one warning, and the marks arrive onc
   } finally {
     redis.resume();
   }
-  await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of A's mark", 5000);
+  await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of A's mark", 5000);
   await eventually(() => infosA.length === 1, "A's recovery noticed", 5000);
   expect(infosA).toEqual([expect.stringMatching(/Redis is reachable again/)]);
   expect(logsA).toHaveLength(1);
@@ -310,9 +353,9 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
   const infosB: string[] = [];
   const a = replica({ logs: logsA });
   const b = replica({ logs: logsB, infos: infosB });
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
   expect((await post(a.app)).status).toBe(200);
-  await eventually(() => stateOf(b, 'key-0').state === 'cooling', "B's view of key-0");
+  await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of key-0");
 
   await redis.kill();
   await eventually(() => logsA.length === 1 && logsB.length === 1, 'one warning from each replica');
@@ -337,10 +380,10 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
     'both outage-time marks on the other replica',
     10_000,
   );
-  expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
+  expect(modelLeft(a, 'key-0')).toBeGreaterThan(25_000);
   expect(remaining(a, 'key-2')).toBeGreaterThan(40_000);
-  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${prefix}disabled:key-1`)).toBe(-1);
+  expect(await scopedLeftInRedis('key-0')).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1);
   upstream.seen.length = 0;
   const res = await post(b.app);
   expect(res.status).toBe(429); // every key out on B too: key-0 and key-2 cooling, key-1 disabled
@@ -362,7 +405,7 @@ test('a resync that reaches Redis only after it restarted does not empty the vie
   const mine = client().on('error', () => {});
   const a = replica({ logs, infos, store: { client: mine, url: undefined, operationTimeoutMs: 10_000, resyncIntervalMs: 200 } });
   a.pool.markRateLimited('key-0', 30_000);
-  await eventually(() => inspector.pttl(`${prefix}cooldown:key-0`).then((ms) => ms > 0), 'the mark in Redis');
+  await eventually(() => inspector.pttl(`${rk('cooldown', 'key-0')}`).then((ms) => ms > 0), 'the mark in Redis');
 
   // A periodic catch-up: its replay reads the epoch of this server, then Redis restarts before the resync gets there.
   await interceptNextResync(mine, async (run) => {
@@ -372,7 +415,7 @@ test('a resync that reaches Redis only after it restarted does not empty the vie
   });
   await eventually(() => infos.length === 1, 'A caught up with the new server', 10_000);
   expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
   expect(logs).toHaveLength(1);
 }, 30_000);
 
@@ -403,8 +446,8 @@ test('a replica whose catch-up never succeeded gives back, after a restart, the 
   await eventually(() => infosB.length === 1, 'B caught up with the new server', 10_000);
   expect(remaining(b, 'key-0')).toBeGreaterThan(25_000);
   expect(stateOf(b, 'key-1').state).toBe('disabled');
-  expect(await inspector.pttl(`${prefix}cooldown:key-0`)).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${prefix}disabled:key-1`)).toBe(-1);
+  expect(await inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
+  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1);
   expect(logsB).toHaveLength(1);
 }, 30_000);
 

@@ -15,7 +15,16 @@ import { STATE_COLOURS } from '../lib/status-page.js';
 import { poolStatus } from '../lib/index.js';
 import { colourDistance, dominantColour, hexToRgb, launchChromium } from './support/chromium.js';
 import { CHAT, K0, K1, KEYS, chatBody, closeGateways, gateway, listen, type Gateway } from './support/gateway.js';
-import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
+import { MockUpstream, byKey, ok, type Behaviour } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
+
+/** The provider's answer with a Retry-After header added. */
+const withRetryAfter =
+  (answer: Behaviour, seconds: string): Behaviour =>
+  (req, res) => {
+    res.setHeader('retry-after', seconds);
+    return answer(req, res);
+  };
 
 /** Where the full-page screenshot goes, to look at by hand. */
 const SCREENSHOT = path.join(tmpdir(), 'express-key-failover', 'status-page.png');
@@ -63,10 +72,22 @@ const badge = (id: string) => page.locator(`tr[data-key-id="${id}"] .badge`);
 
 beforeAll(async () => {
   upstream = await MockUpstream.start();
-  gw = gateway(upstream.url, {}, {}, (app) => app.get('/admin/keys', requireAdmin, poolStatus()));
-  // key-0: 429 with a 10-minute Retry-After; key-1: revoked; key-2 serves.
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '600' }), [K1]: status(401) }, ok());
+  // An operator who would rather try an out-of-money key again after a while than wait for enable().
+  gw = gateway(upstream.url, { failover: { insufficient_quota: 'cooldown' } }, {}, (app) =>
+    app.get('/admin/keys', requireAdmin, poolStatus()),
+  );
+  // key-0: out of quota, cooling 10 minutes for every model; key-1: revoked; key-2 serves.
+  upstream.behaviour = byKey({ [K0]: withRetryAfter(openai.insufficientQuota(), '600'), [K1]: openai.invalidKey() }, ok());
   expect((await request(gw.app).post(CHAT).send(chatBody)).status).toBe(200);
+  // Then key-2 hits gpt-4o's limit for 5 minutes: it still serves every other model.
+  upstream.behaviour = openai.rateLimited('gpt-4o', { 'retry-after': '300' });
+  expect(
+    (
+      await request(gw.app)
+        .post(CHAT)
+        .send({ ...chatBody, model: 'gpt-4o' })
+    ).status,
+  ).toBe(429);
   server = await listen(gw.app);
 
   browser = await launchChromium();
@@ -107,6 +128,11 @@ test('the page renders each key with its state; the CSP lets its own script run'
   expect(await badge('key-0').textContent()).toBe('cooling');
   expect(await page.locator('tr[data-key-id="key-0"] td.hint').textContent()).toBe(`…${K0.slice(-4)}`);
   expect(await countdown('key-1').textContent()).toBe('until enabled');
+  expect(
+    await page.locator('tr[data-key-id="key-2"] td.models .model').evaluateAll((els) => els.map((e) => e.getAttribute('data-model'))),
+  ).toEqual(['gpt-4o']);
+  expect(seconds(await page.locator('tr[data-key-id="key-2"] td.models [data-until]').textContent())).toBeGreaterThan(280);
+  expect(await page.locator('tr[data-key-id="key-0"] td.models').textContent()).toBe('');
   const html = await page.content();
   for (const key of KEYS) expect(html).not.toContain(key);
 });

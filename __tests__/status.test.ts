@@ -2,21 +2,29 @@ import { createHash } from 'node:crypto';
 import express, { type Express } from 'express';
 import request from 'supertest';
 import { KeyPool, poolStatus } from '../lib/index.js';
+import { renderStatusPage } from '../lib/status-page.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
-import { byKey, ok, status } from './support/mock-upstream.js';
+import { byKey, ok } from './support/mock-upstream.js';
+import { openai } from './support/provider-answers.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8';
 const hint = (key: string) => key.slice(-4);
 
 const upstream = useMockUpstream();
 
-/** A gateway whose key-0 got a 429 (Retry-After 30), key-1 a 401, key-2 served the request; /admin/keys shows the pool. */
+/**
+ * A gateway whose key-0 got a 429 for gpt-4o-mini (Retry-After 30), key-1 a 401 invalid_api_key,
+ * key-2 served the request; /admin/keys shows the pool.
+ */
 async function gatewayAfterFailover(poolOptions = {}): Promise<Gateway> {
   const gw = gateway(upstream.url, {}, poolOptions, (app) => app.get('/admin/keys', poolStatus()));
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '30' }), [K1]: status(401) }, ok());
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }), [K1]: openai.invalidKey() }, ok());
   expect((await request(gw.app).post(CHAT).send(chatBody)).status).toBe(200);
   return gw;
 }
+
+const renderedFor = (pool: KeyPool): string =>
+  renderStatusPage({ now: pool.now(), strategy: pool.strategy, counts: { available: 0, cooling: 0, disabled: 0 }, keys: pool.snapshot() });
 
 const expectNoKeyValue = (text: string) => {
   for (const key of KEYS) expect(text).not.toContain(key);
@@ -33,10 +41,10 @@ describe('JSON', () => {
     expect(res.body).toEqual({
       now: clock.time,
       strategy: 'ordered',
-      counts: { available: 1, cooling: 1, disabled: 1 },
+      counts: { available: 2, cooling: 0, disabled: 1 },
       keys: [
-        { id: 'key-0', hint: hint(K0), state: 'cooling', cooldownUntil: clock.time + 30_000 },
-        { id: 'key-1', hint: hint(K1), state: 'disabled' },
+        { id: 'key-0', hint: hint(K0), state: 'available', models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 30_000 }] },
+        { id: 'key-1', hint: hint(K1), state: 'disabled', disabledReason: 'auth' },
         { id: 'key-2', hint: hint(K2), state: 'available' },
       ],
     });
@@ -52,7 +60,13 @@ describe('JSON', () => {
   test('an authCooldownMs gives a disabled key its disabledUntil', async () => {
     const { app, clock } = await gatewayAfterFailover({ authCooldownMs: 300_000 });
     const res = await request(app).get('/admin/keys');
-    expect(res.body.keys[1]).toEqual({ id: 'key-1', hint: hint(K1), state: 'disabled', disabledUntil: clock.time + 300_000 });
+    expect(res.body.keys[1]).toEqual({
+      id: 'key-1',
+      hint: hint(K1),
+      state: 'disabled',
+      disabledReason: 'auth',
+      disabledUntil: clock.time + 300_000,
+    });
   });
 
   test('the pool option wins over app.locals.keyPool', async () => {
@@ -131,18 +145,30 @@ describe('HTML', () => {
     expect(res.headers['content-type']).toBe('text/html; charset=utf-8');
     expect(res.text).toContain(`<main id="pool" data-now="${clock.time}">`);
     expect(res.text).toContain(
-      `<tr data-key-id="key-0" data-state="cooling"><td class="id">key-0</td><td class="hint">…${hint(K0)}</td>` +
-        `<td class="state"><span class="badge cooling">cooling</span></td>` +
-        `<td class="remaining" data-until="${clock.time + 30_000}" title="${new Date(clock.time + 30_000).toISOString()}">30s</td></tr>`,
+      `<tr data-key-id="key-0" data-state="available"><td class="id">key-0</td><td class="hint">…${hint(K0)}</td>` +
+        `<td class="state"><span class="badge available">available</span></td><td class="remaining"></td>` +
+        `<td class="models"><span class="model" data-model="gpt-4o-mini">gpt-4o-mini <span data-until="${clock.time + 30_000}">30s</span></span></td></tr>`,
     );
     expect(res.text).toContain(
       `<span class="badge disabled">disabled</span></td><td class="remaining" data-until="${clock.time + 3_723_000}"`,
     );
     expect(res.text).toContain('>1h 02m 03s</td>');
-    expect(res.text).toContain('<span class="badge available">available</span></td><td class="remaining"></td>');
+    expect(res.text).toContain('<span class="badge available">available</span></td><td class="remaining"></td><td class="models"></td>');
     expect(res.text).toContain(
-      '<span id="counts">1 available · 1 cooling · 1 disabled</span> · strategy <span id="strategy">ordered</span>',
+      '<span id="counts">2 available · 0 cooling · 1 disabled</span> · strategy <span id="strategy">ordered</span>',
     );
+
+    // A key-wide cooldown, and a key out of quota, as the page shows them.
+    const { pool } = await gatewayAfterFailover();
+    pool.markRateLimited('key-2', 45_000);
+    pool.markDisabled('key-1', { reason: 'quota' });
+    const page = renderedFor(pool);
+    expect(page).toContain(
+      `<tr data-key-id="key-2" data-state="cooling"><td class="id">key-2</td><td class="hint">…${hint(K2)}</td>` +
+        `<td class="state"><span class="badge cooling">cooling</span></td>` +
+        `<td class="remaining" data-until="${clock.time + 45_000}" title="${new Date(clock.time + 45_000).toISOString()}">45s</td>`,
+    );
+    expect(page).toContain('<span class="badge disabled">disabled</span><span class="reason">out of quota</span></td>');
     expectNoKeyValue(res.text);
   });
 

@@ -1,6 +1,7 @@
-import { CHAT, K0, K1, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { CHAT, K0, K1, chatBody, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
+import { openai } from './support/provider-answers.js';
 import { gate, postStreaming } from './support/client.js';
-import { byKey, status, type Behaviour } from './support/mock-upstream.js';
+import { byKey, type Behaviour } from './support/mock-upstream.js';
 
 const upstream = useMockUpstream();
 
@@ -48,7 +49,7 @@ test('a 429 before the stream starts fails over; the stream comes from k1', asyn
   const { app, pool } = gateway(upstream.url);
   const server = await listen(app);
   const firstSeen = gate('first chunk after failover');
-  upstream.behaviour = byKey({ [K0]: status(429, { 'retry-after': '3' }) }, sse(firstSeen.promise));
+  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '3' }) }, sse(firstSeen.promise));
 
   const res = await postStreaming(server.url + CHAT, streamBody, (_c, i) => i === 0 && firstSeen.open());
   await server.close();
@@ -56,7 +57,7 @@ test('a 429 before the stream starts fails over; the stream comes from k1', asyn
   expect(res.status).toBe(200);
   expect(res.chunks.join('')).toBe(event(1) + event(2) + 'data: [DONE]\n\n');
   expect(upstream.keysSeen()).toEqual([K0, K1]);
-  expect(pool.snapshot().map((k) => k.state)).toEqual(['cooling', 'available', 'available']);
+  expect(statesFor(pool)).toEqual(['cooling', 'available', 'available']);
 });
 
 test('an upstream that dies mid-stream ends the client response; no retry, no key marked', async () => {

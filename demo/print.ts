@@ -39,11 +39,14 @@ export function snapshotLines(snapshot: readonly KeySnapshot[], now = Date.now()
   const hintWidth = Math.max(...hints.map((h) => h.length));
   return snapshot.map((k, index) => {
     const hint = hints[index]!;
+    const model = k.models?.[0];
     const state =
       k.state === 'available'
-        ? green('available')
+        ? model
+          ? yellow(`cooling for ${model.model}, ${secondsLeft(model.cooldownUntil, now)}s left`)
+          : green('available')
         : k.state === 'disabled'
-          ? red('disabled')
+          ? red(k.disabledReason === 'quota' ? 'out of quota' : 'disabled')
           : yellow(`cooling, ${secondsLeft(k.cooldownUntil ?? now, now)}s left`);
     return `${k.id.padEnd(idWidth)}  ${hint.padEnd(hintWidth)}  ${state}`;
   });
@@ -52,7 +55,12 @@ export function snapshotLines(snapshot: readonly KeySnapshot[], now = Date.now()
 /** The same, on one line, for the log of requests made after the script. */
 export function snapshotSummary(snapshot: readonly KeySnapshot[], now = Date.now()): string {
   return snapshot
-    .map((k) => `${k.id} ${k.state === 'cooling' ? `cooling ${secondsLeft(k.cooldownUntil ?? now, now)}s` : k.state}`)
+    .map((k) => {
+      const model = k.models?.[0];
+      if (k.state === 'cooling') return `${k.id} cooling ${secondsLeft(k.cooldownUntil ?? now, now)}s`;
+      if (model) return `${k.id} cooling for ${model.model} ${secondsLeft(model.cooldownUntil, now)}s`;
+      return `${k.id} ${k.state}`;
+    })
     .join(', ');
 }
 
@@ -68,7 +76,7 @@ export function keyNamer(poolKeys: ReadonlyMap<string, string>): KeyNamer {
   };
 }
 
-/** "key-0 (429, cooling 30s) -> key-1 (401, disabled) -> key-2 (200)", read from the upstream's calls and the pool after them. */
+/** "key-0 (429, cooling 30s for gpt-4o-mini) -> key-1 (401, disabled) -> key-2 (200)", read from the upstream's calls and the pool after them. */
 export function keysTried(calls: readonly UpstreamCall[], name: KeyNamer, snapshot: readonly KeySnapshot[], now = Date.now()): string {
   if (calls.length === 0) return dim('none (answered by the gateway itself)');
   return calls
@@ -76,7 +84,9 @@ export function keysTried(calls: readonly UpstreamCall[], name: KeyNamer, snapsh
       const id = name(call.key);
       const state = snapshot.find((k) => k.id === id);
       let note = '';
+      const model = state?.models?.[0];
       if (state?.state === 'cooling' && call.status === 429) note = `, cooling ${secondsLeft(state.cooldownUntil ?? now, now)}s`;
+      else if (model && call.status === 429) note = `, cooling ${secondsLeft(model.cooldownUntil, now)}s for ${model.model}`;
       else if (state?.state === 'disabled' && call.status === 401) note = ', disabled';
       else if (call.status === 403) note = ', skipped';
       return `${id} (${status(call.status)}${note})`;

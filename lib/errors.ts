@@ -10,6 +10,7 @@ export type ErrorKind =
   | 'invalid_path'
   | 'rate_limited'
   | 'keys_disabled'
+  | 'keys_out_of_quota'
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'internal';
@@ -22,6 +23,7 @@ const STATUS: Record<ErrorKind, number> = {
   invalid_path: 400,
   rate_limited: 429,
   keys_disabled: 502,
+  keys_out_of_quota: 502,
   upstream_unreachable: 502,
   upstream_timeout: 504,
   internal: 500,
@@ -35,6 +37,7 @@ export const MESSAGES: Record<ErrorKind, string> = {
   invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
+  keys_out_of_quota: "All configured keys are out of quota: the upstream account's credit or spend limit is used up.",
   upstream_unreachable: 'The upstream API could not be reached.',
   upstream_timeout: 'The upstream API did not answer in time.',
   internal: 'The gateway failed while relaying the request.',

@@ -1,14 +1,34 @@
 import { performance } from 'node:perf_hooks';
 import type { ErrorKind } from './errors.js';
 import type { AttemptOutcome } from './pool/events.js';
-import type { KeyPool, PoolKey } from './pool/key-pool.js';
+import type { KeyPool, MarkDetails, PoolKey } from './pool/key-pool.js';
+import type { KeyWalker, ModelSource } from './pool/walker.js';
+import {
+  DEFAULT_CAUSE_ACTIONS,
+  type FailoverAction,
+  type FailureAnswer,
+  type FailureCause,
+  type FailureClassifier,
+} from './providers/causes.js';
+import { readFailure } from './upstream/failure-body.js';
 import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
-import { UpstreamFailure, discard, holdResponse, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
+import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
 
-/** What a failover status does to the key that got it. 'relay' ends the walk with that answer. */
-export type FailoverAction = 'cooldown' | 'disable' | 'skip' | 'relay';
+export type { FailoverAction };
 
-export const DEFAULT_FAILOVER: Readonly<Record<number, FailoverAction>> = { 429: 'cooldown', 401: 'disable', 403: 'skip' };
+/** How the walk judges a failing answer: the user's entries first (cause, then status), then the cause's default. */
+export interface FailoverPolicy {
+  readonly statuses: ReadonlyMap<number, FailoverAction>;
+  readonly causes: ReadonlyMap<FailureCause, FailoverAction>;
+  readonly classifier: FailureClassifier;
+}
+
+/** What the walk knows of the request besides its attempts. */
+export interface WalkContext {
+  requestId?: string | undefined;
+  /** The request's model, read only when the pool needs it. */
+  model?: ModelSource;
+}
 
 /** How one walk over the pool ended. */
 export type WalkOutcome =
@@ -17,24 +37,43 @@ export type WalkOutcome =
   | { kind: 'error'; error: ErrorKind; retryAfterSeconds?: number }
   | { kind: 'aborted' };
 
-// A skipped answer (a 403 body) is held until the walk ends; past this size it is relayed at once.
-const HELD_ANSWER_LIMIT = 1024 * 1024;
+/** One answer, judged: what it does to the key, and what is left of it to relay. */
+interface Verdict {
+  action: FailoverAction;
+  cause: FailureCause | undefined;
+  /** The answer, held in memory when its body was read, or still streaming. Undefined: its body was lost. */
+  answer: { held: HeldResponse } | { streaming: UpstreamResponse } | undefined;
+  signature: string | undefined;
+}
+
+/** An unrecognised 401, waiting for another key's answer to say whether the key or the request is at fault. */
+interface Unconfirmed {
+  key: PoolKey;
+  answered: Answered;
+  verdict: Verdict & { answer: { held: HeldResponse } };
+}
+
+/** The head of an answer: what a mark reads. */
+type Answered = Pick<UpstreamResponse, 'status' | 'headers'>;
 
 /**
  * Walks the pool with a fresh walker: sends with each available key in turn,
- * marks the key as the failover map says, and stops at the first answer that
- * is not a failover status. The caller writes the outcome. The one attempt
- * loop of the package: the middleware, the passthrough and the fetch use it.
+ * judges each failing answer by its cause, marks the key as the policy says,
+ * and stops at the first answer to relay. The caller writes the outcome. The
+ * one attempt loop of the package: the middleware, the passthrough and the
+ * fetch use it.
  */
 export async function walkPool(
   pool: KeyPool,
-  failover: ReadonlyMap<number, FailoverAction>,
+  policy: FailoverPolicy,
   send: (key: PoolKey) => Promise<UpstreamResponse>,
-  requestId?: string,
+  context: WalkContext = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker();
+  const walker = pool.walker(context.model);
+  const { requestId } = context;
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
+  let unconfirmed: Unconfirmed | undefined;
   for (let key = walker.next(); key !== undefined; key = walker.next()) {
     const started = observed ? performance.now() : 0;
     let response: UpstreamResponse;
@@ -43,24 +82,113 @@ export async function walkPool(
     } catch (error) {
       const outcome = failureOutcome(error);
       if (observed)
-        attempted(pool, key, started, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason, undefined, requestId);
+        attempted(
+          pool,
+          key,
+          started,
+          outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason,
+          undefined,
+          undefined,
+          requestId,
+        );
       return outcome;
     }
-    const action = failover.get(response.status);
+    const verdict = await judge(policy, response);
+    const provisional =
+      verdict.cause === 'unauthorized' && verdict.action === 'disable' && verdict.answer !== undefined && 'held' in verdict.answer;
     if (observed)
-      attempted(pool, key, started, action === undefined || action === 'relay' ? 'relayed' : action, response.status, requestId);
-    if (action === undefined || action === 'relay') return { kind: 'relay', response };
-    markKey(pool, key, action, response, requestId);
-    pool.emit('failover', { id: key.id, hint: key.hint, status: response.status, action, ...(requestId ? { requestId } : {}) });
-    if (action === 'skip') {
-      const held = await holdResponse(response, HELD_ANSWER_LIMIT);
-      if (held && 'streaming' in held) return { kind: 'relay', response: held.streaming };
-      if (held) lastSkipped = held.held;
-    } else {
-      discard(response);
+      attempted(pool, key, started, provisional ? 'skip' : outcomeOf(verdict.action), response.status, verdict.cause, requestId);
+
+    if (unconfirmed) {
+      // The same unrecognised answer from a second key: the request is at fault, not the keys. Neither is marked.
+      if (verdict.signature !== undefined && verdict.signature === unconfirmed.verdict.signature) return relayOf(verdict);
+      mark(pool, walker, unconfirmed.key, unconfirmed.verdict, unconfirmed.answered, requestId);
+      unconfirmed = undefined;
+    }
+    if (verdict.action === 'relay') return relayOf(verdict);
+    if (provisional) {
+      unconfirmed = { key, answered: response, verdict: verdict as Unconfirmed['verdict'] };
+      continue;
+    }
+    mark(pool, walker, key, verdict, response, requestId);
+    if (verdict.answer !== undefined && 'streaming' in verdict.answer) {
+      if (verdict.action === 'skip') return { kind: 'relay', response: verdict.answer.streaming }; // too large to hold
+      discard(verdict.answer.streaming); // a cooled or disabled key's answer: nobody reads it; free its connection
+    } else if (verdict.action === 'skip' && verdict.answer !== undefined) {
+      lastSkipped = verdict.answer.held;
     }
   }
-  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, requestId);
+  // An unrecognised 401 that no other key could confirm marks nothing: it is relayed, as the last word.
+  if (unconfirmed) return { kind: 'held', response: unconfirmed.verdict.answer.held };
+  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId);
+}
+
+/**
+ * Reads (bounded) and classifies a failing answer. Any other answer (a success, a status no one
+ * classifies) is judged by the user's status entry alone and left unread, unless it is to be held.
+ */
+async function judge(policy: FailoverPolicy, response: UpstreamResponse): Promise<Verdict> {
+  const { status } = response;
+  const byStatus = policy.statuses.get(status);
+  if (!policy.classifier.statuses.has(status) || (byStatus !== undefined && policy.causes.size === 0)) {
+    if (byStatus !== 'skip')
+      return { action: byStatus ?? 'relay', cause: undefined, answer: { streaming: response }, signature: undefined };
+  }
+  const read = await readFailure(response);
+  const failure: FailureAnswer = { status, headers: response.headers, body: read.json };
+  const cause = policy.classifier.classify(failure);
+  const action = (cause && policy.causes.get(cause)) ?? byStatus ?? (cause && DEFAULT_CAUSE_ACTIONS[cause]) ?? 'relay';
+  const answer = 'held' in read ? { held: read.held } : 'streaming' in read ? { streaming: read.streaming } : undefined;
+  return { action, cause, answer, signature: policy.classifier.signature(failure) };
+}
+
+/** What a verdict does to the key: a cooldown (for the request's model when it is a rate limit) or a disable. */
+function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, answer: Answered, requestId: string | undefined): void {
+  const { action, cause } = verdict;
+  if (action === 'relay') return;
+  const details: MarkDetails = { status: answer.status };
+  if (cause !== undefined) details.cause = cause;
+  if (requestId !== undefined) details.requestId = requestId;
+  if (action === 'cooldown') {
+    const cooldownMs = cooldownFromHeaders(answer.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs;
+    pool.markAnswer(key, { cooldownMs }, details, cause === 'rate_limited' ? walker.scope() : undefined);
+  } else if (action === 'disable') {
+    pool.markAnswer(key, { disable: true }, { ...details, reason: cause === 'insufficient_quota' ? 'quota' : 'auth' });
+  }
+  pool.emit('failover', {
+    id: key.id,
+    hint: key.hint,
+    status: answer.status,
+    action,
+    ...(cause === undefined ? {} : { cause }),
+    ...(requestId === undefined ? {} : { requestId }),
+  });
+}
+
+/**
+ * One attempt that cannot be sent again (a streamed body): the key still learns from the answer,
+ * which is relayed whatever it says. An unrecognised 401 marks nothing: no second key can confirm it.
+ */
+export async function learnFromAnswer(
+  pool: KeyPool,
+  policy: FailoverPolicy,
+  walker: KeyWalker,
+  key: PoolKey,
+  response: UpstreamResponse,
+  requestId: string | undefined,
+): Promise<WalkOutcome> {
+  const verdict = await judge(policy, response);
+  if (verdict.cause !== 'unauthorized') mark(pool, walker, key, verdict, response, requestId);
+  return relayOf(verdict);
+}
+
+function relayOf(verdict: Verdict): WalkOutcome {
+  if (verdict.answer === undefined) return { kind: 'error', error: 'upstream_unreachable' };
+  return 'held' in verdict.answer ? { kind: 'held', response: verdict.answer.held } : { kind: 'relay', response: verdict.answer.streaming };
+}
+
+function outcomeOf(action: FailoverAction): AttemptOutcome {
+  return action === 'relay' ? 'relayed' : action;
 }
 
 function attempted(
@@ -69,7 +197,8 @@ function attempted(
   started: number,
   outcome: AttemptOutcome,
   status: number | undefined,
-  requestId?: string,
+  cause: FailureCause | undefined,
+  requestId: string | undefined,
 ): void {
   pool.emit('attempt', {
     id: key.id,
@@ -77,26 +206,20 @@ function attempted(
     outcome,
     durationMs: performance.now() - started,
     ...(status === undefined ? {} : { status }),
-    ...(requestId ? { requestId } : {}),
+    ...(cause === undefined ? {} : { cause }),
+    ...(requestId === undefined ? {} : { requestId }),
   });
 }
 
-/** Applies a failover action to the key that got the answer ('skip' and 'relay' leave it as it is). */
-export function markKey(pool: KeyPool, key: PoolKey, action: FailoverAction, response: UpstreamResponse, requestId?: string): void {
-  const details = requestId ? { status: response.status, requestId } : { status: response.status };
-  if (action === 'cooldown') {
-    const ms = cooldownFromHeaders(response.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs;
-    pool.markRateLimited(key.id, ms, details);
-  } else if (action === 'disable') {
-    pool.markDisabled(key.id, details);
-  }
-}
-
-/** The pool error for a walk that found no key: 502 when every key is disabled, else 429 with Retry-After. */
-export function exhaustedOutcome(pool: KeyPool, requestId?: string): WalkOutcome {
-  const exhaustion = pool.exhaustion();
-  pool.emit('exhausted', { ...exhaustion, ...(requestId ? { requestId } : {}) });
+/**
+ * The pool error for a walk that found no key: 502 when every key is out (disabled, or out of quota),
+ * else 429 with Retry-After (for the request's model: a key cooling for another model is not "no key").
+ */
+export function exhaustedOutcome(pool: KeyPool, walker: KeyWalker | undefined, requestId?: string): WalkOutcome {
+  const exhaustion = pool.exhaustionFor(walker?.scope());
+  pool.emit('exhausted', { ...exhaustion, ...(requestId === undefined ? {} : { requestId }) });
   if (exhaustion.reason === 'disabled') return { kind: 'error', error: 'keys_disabled' };
+  if (exhaustion.reason === 'quota') return { kind: 'error', error: 'keys_out_of_quota' };
   return { kind: 'error', error: 'rate_limited', retryAfterSeconds: Math.max(1, Math.ceil(exhaustion.retryAfterMs / 1000)) };
 }
 

@@ -3,7 +3,9 @@ import { Agent } from 'undici';
 import { MESSAGES, statusOf } from './errors.js';
 import { walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
-import type { KeyPool } from './pool/key-pool.js';
+import type { KeyPool, PoolKey } from './pool/key-pool.js';
+import { addKeyHeaders } from './providers/provider.js';
+import { readModel } from './request/model.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
 import { KeyFailoverError, describeValue } from './validations.js';
@@ -48,6 +50,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'keep-alive',
     'transfer-encoding',
     ...provider.clientAuthHeaders,
+    // The SDK's own OpenAI-Organization / OpenAI-Project (OPENAI_ORG_ID) belong to its key, not the pool's.
+    ...provider.accountHeaders,
   ]);
 
   const failoverFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
@@ -63,18 +67,20 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     });
     if (body !== null) headers['content-length'] = String(body.length);
 
-    const outcome = await walkPool(pool, failover, (key) => {
-      const [name, value] = provider.authHeader(key.value);
+    const send = (key: PoolKey) => {
+      const keyHeaders = { ...headers };
+      addKeyHeaders(provider, key, keyHeaders);
       return sendAttempt(agent, {
         origin: url.origin,
         method: request.method,
         path: url.pathname + url.search,
-        headers: { ...headers, [name]: value },
+        headers: keyHeaders,
         body,
         signal: request.signal,
         timeoutMs,
       });
-    });
+    };
+    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body) });
     return toResponse(outcome, request.signal);
   };
 

@@ -4,8 +4,10 @@ import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
-import type { KeyPool } from './pool/key-pool.js';
+import type { KeyPool, PoolKey } from './pool/key-pool.js';
+import type { ModelSource } from './pool/walker.js';
 import { HEADER_SAFE } from './pool/keys.js';
+import { addKeyHeaders } from './providers/provider.js';
 import {
   hopByHop,
   relayResponse,
@@ -20,6 +22,9 @@ import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './valid
 
 export type Caller = { clientKey: string } | { pool: KeyPool };
 
+/** What one request sends upstream, whichever key it goes with. */
+export type Outgoing = Omit<UpstreamRequest, 'timeoutMs'>;
+
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 /**
@@ -32,6 +37,8 @@ export class Forwarder {
   private readonly basePath: string;
   private readonly warnings: OnceLogger;
   private readonly dropFromRequest: ReadonlySet<string>;
+  // The client's account headers go with the client's own key only.
+  private readonly dropWithPoolKey: ReadonlySet<string>;
   // The provider's query parameters, listed once rather than at every request.
   private readonly fixedQuery: readonly [string, string][];
 
@@ -43,6 +50,7 @@ export class Forwarder {
     this.fixedQuery = Object.entries(options.provider.query);
     // Cookies are the gateway's own session credentials: never for the upstream.
     this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
+    this.dropWithPoolKey = new Set([...this.dropFromRequest, ...options.provider.accountHeaders]);
   }
 
   /**
@@ -60,8 +68,11 @@ export class Forwarder {
     return undefined;
   }
 
-  /** One attempt with the client's key, relayed whatever it says; or a walk over the pool. */
-  forward(caller: Caller, request: Omit<UpstreamRequest, 'timeoutMs'>, req: Request): Promise<WalkOutcome> {
+  /**
+   * One attempt with the client's key, relayed whatever it says; or a walk over the pool.
+   * `model` reads the request's model, for the pool's per-model cooldowns.
+   */
+  forward(caller: Caller, request: Outgoing, req: Request, model?: ModelSource): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
       // The header the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
       const headers = withoutValue(request.headers, caller.clientKey);
@@ -70,7 +81,7 @@ export class Forwarder {
         failureOutcome,
       );
     }
-    return walkPool(caller.pool, this.options.failover, (key) => this.send(key.value, request), this.requestId(req));
+    return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), { requestId: this.requestId(req), model });
   }
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
@@ -100,13 +111,17 @@ export class Forwarder {
     return this.basePath + req.path + search;
   }
 
-  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie and the client's credentials. */
-  upstreamHeaders(incoming: IncomingHttpHeaders): OutgoingHeaders {
+  /**
+   * The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie and the client's
+   * credentials; for a pool key, also less the client's account headers (`OpenAI-Organization`, ...).
+   */
+  upstreamHeaders(incoming: IncomingHttpHeaders, caller: Caller): OutgoingHeaders {
     const hop = hopByHop(incoming);
+    const drop = 'pool' in caller ? this.dropWithPoolKey : this.dropFromRequest;
     const out: OutgoingHeaders = {};
     for (const name in incoming) {
       const value = incoming[name];
-      if (value !== undefined && !hop.has(name) && !this.dropFromRequest.has(name)) out[name] = value;
+      if (value !== undefined && !hop.has(name) && !drop.has(name)) out[name] = value;
     }
     return out;
   }
@@ -120,13 +135,11 @@ export class Forwarder {
     return controller.signal;
   }
 
-  send(key: string, request: Omit<UpstreamRequest, 'timeoutMs'>): Promise<UpstreamResponse> {
-    const [name, value] = this.options.provider.authHeader(key);
-    return sendAttempt(this.dispatcher, {
-      ...request,
-      headers: { ...request.headers, [name]: value },
-      timeoutMs: this.options.timeoutMs,
-    });
+  /** One attempt: with a pool key, its own account headers go too. */
+  send(key: PoolKey | string, request: Outgoing): Promise<UpstreamResponse> {
+    const headers = { ...request.headers };
+    addKeyHeaders(this.options.provider, key, headers);
+    return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs: this.options.timeoutMs });
   }
 
   async write(outcome: WalkOutcome, res: Response): Promise<void> {

@@ -1,6 +1,6 @@
 export { keyFailover, type KeyFailoverMiddleware } from './middleware.js';
-export type { KeyFailoverOptions } from './options.js';
-export type { FailoverAction } from './failover.js';
+export type { KeyFailoverOptions, FailoverMap } from './options.js';
+export type { FailoverAction, FailureCause } from './providers/causes.js';
 export {
   KeyPool,
   KeyWalker,
@@ -13,8 +13,16 @@ export {
   type PoolExhaustion,
   type Strategy,
 } from './pool/key-pool.js';
+export type { ModelScopeFunction } from './pool/scopes.js';
 export type { AttemptOutcome, KeyPoolEvents, KeyRef } from './pool/events.js';
-export { MemoryKeyStateStore, type KeyState, type KeyStateStore } from './pool/store.js';
+export {
+  MemoryKeyStateStore,
+  type DisabledReason,
+  type KeyState,
+  type KeyStateStore,
+  type MemoryKeyStateStoreOptions,
+  type ScopedCooldown,
+} from './pool/store.js';
 export { KeyFailoverError, type KeyFailoverErrorCode, type Logger } from './validations.js';
 export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';
 export { openaiCompatible, type OpenAICompatibleOptions } from './providers/openai.js';

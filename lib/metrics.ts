@@ -60,6 +60,7 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
 
   const names = {
     keyState: `${prefix}key_state`,
+    modelCooldowns: `${prefix}key_model_cooldowns`,
     attempts: `${prefix}attempts_total`,
     failovers: `${prefix}failovers_total`,
     transitions: `${prefix}key_transitions_total`,
@@ -80,8 +81,9 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       `${WHERE}: option "poolName" ${JSON.stringify(poolName)} is already reported in this registry; give each pool its own poolName (or stop() the other one first).`,
     );
   }
+  existing(registry, Gauge, names.modelCooldowns, ['pool', 'key_id']);
   existing(registry, Counter, names.attempts, ['pool', 'outcome']);
-  existing(registry, Counter, names.failovers, ['pool', 'key_id', 'status', 'action']);
+  existing(registry, Counter, names.failovers, ['pool', 'key_id', 'status', 'action', 'cause']);
   existing(registry, Counter, names.transitions, ['pool', 'key_id', 'to', 'reason']);
   existing(registry, Counter, names.exhaustions, ['pool', 'reason']);
   existing(registry, Histogram, names.latency, ['pool', 'outcome']);
@@ -106,6 +108,21 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       },
     });
   const sources = (keyState[SOURCES] ??= new Map());
+  // How many models each key cools for (no model label: model names are the clients' strings).
+  if (!existing(registry, Gauge, names.modelCooldowns, ['pool', 'key_id'])) {
+    new Gauge({
+      name: names.modelCooldowns,
+      help: 'Number of models (model scopes) each key is cooling for, besides its own state.',
+      labelNames: ['pool', 'key_id'],
+      registers: [registry],
+      collect(this: Gauge) {
+        this.reset();
+        for (const [name, source] of keyState[SOURCES] ?? []) {
+          for (const key of source.snapshot()) this.set({ pool: name, key_id: key.id }, key.models?.length ?? 0);
+        }
+      },
+    });
+  }
   const attempts = orNew(
     registry,
     Counter,
@@ -117,15 +134,15 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     registry,
     Counter,
     names.failovers,
-    ['pool', 'key_id', 'status', 'action'],
-    'Times a request moved past a key because of its answer, by key, upstream status and action.',
+    ['pool', 'key_id', 'status', 'action', 'cause'],
+    "Times a request moved past a key because of its answer, by key, upstream status, action and cause ('none' when the answer had none).",
   );
   const transitions = orNew(
     registry,
     Counter,
     names.transitions,
     ['pool', 'key_id', 'to', 'reason'],
-    'Key state changes: to cooling, disabled or available; reason is the upstream status, manual or authCooldown.',
+    'Key state changes: to cooling (every model), model_cooling (one model), disabled or available; reason is the cause (or the upstream status), manual, authCooldown or quotaCooldown.',
   );
   const exhaustions = orNew(
     registry,
@@ -145,15 +162,16 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     });
   sources.set(poolName, pool);
 
-  const reasonOf = (status: number | undefined): string => (status === undefined ? 'manual' : String(status));
+  const reasonOf = (e: { status?: number; cause?: string }): string => e.cause ?? (e.status === undefined ? 'manual' : String(e.status));
   const listeners: { [E in keyof KeyPoolEvents]: (...args: KeyPoolEvents[E]) => void } = {
     attempt: (e) => {
       attempts.inc({ pool: poolName, outcome: e.outcome });
       latency.observe({ pool: poolName, outcome: e.outcome }, e.durationMs / 1000);
     },
-    failover: (e) => failovers.inc({ pool: poolName, key_id: e.id, status: String(e.status), action: e.action }),
-    rateLimited: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'cooling', reason: reasonOf(e.status) }),
-    disabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'disabled', reason: reasonOf(e.status) }),
+    failover: (e) => failovers.inc({ pool: poolName, key_id: e.id, status: String(e.status), action: e.action, cause: e.cause ?? 'none' }),
+    rateLimited: (e) =>
+      transitions.inc({ pool: poolName, key_id: e.id, to: e.model === undefined ? 'cooling' : 'model_cooling', reason: reasonOf(e) }),
+    disabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'disabled', reason: reasonOf(e) }),
     enabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'available', reason: e.reason }),
     exhausted: (e) => exhaustions.inc({ pool: poolName, reason: e.reason }),
   };

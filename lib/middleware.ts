@@ -3,6 +3,7 @@ import { MESSAGES } from './errors.js';
 import { Forwarder } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { readRequestBody } from './request-body.js';
+import { readModel } from './request/model.js';
 
 /** The middleware, plus `close()` to release its upstream connections on shutdown. */
 export type KeyFailoverMiddleware = RequestHandler & { close(): Promise<void> };
@@ -37,12 +38,13 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
       return; // the client went away while sending
     }
 
-    const headers = forwarder.upstreamHeaders(req.headers);
+    const headers = forwarder.upstreamHeaders(req.headers, caller);
     headers['content-length'] = String(read.body.length);
     if (read.contentType) headers['content-type'] = read.contentType;
-    const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body: read.body, signal: forwarder.clientGone(res) };
+    const { body } = read;
+    const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body, signal: forwarder.clientGone(res) };
 
-    await forwarder.write(await forwarder.forward(caller, request, req), res);
+    await forwarder.write(await forwarder.forward(caller, request, req, () => readModel(body)), res);
   };
 
   const middleware = (req: Request, res: Response, next: NextFunction): void => {

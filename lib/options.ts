@@ -1,5 +1,6 @@
 import type { Request } from 'express';
-import { DEFAULT_FAILOVER, type FailoverAction } from './failover.js';
+import type { FailoverPolicy } from './failover.js';
+import { CAUSES, type FailoverAction, type FailureCause } from './providers/causes.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { anthropic } from './providers/anthropic.js';
 import { openai } from './providers/openai.js';
@@ -30,8 +31,12 @@ export interface KeyFailoverOptions {
   maxBodyBytes?: number;
   /** Time allowed until the upstream's response headers (and between body chunks). Default 10 min. */
   timeoutMs?: number;
-  /** Upstream statuses that fail over, and what each does to the key; merged over the defaults. */
-  failover?: Partial<Record<number, FailoverAction>>;
+  /**
+   * What an upstream answer does to the key, by cause (`insufficient_quota: 'cooldown'`) or by
+   * status (`403: 'disable'`); merged over the defaults. A cause entry wins over a status entry,
+   * and both win over a cause's default.
+   */
+  failover?: FailoverMap;
   /** Where request-time misconfiguration warnings go (once per kind). Default `console`; `false` for none. */
   logger?: Logger | false;
 }
@@ -43,9 +48,12 @@ export interface ResolvedOptions {
   byok: ((req: Request) => string | undefined) | undefined;
   maxBodyBytes: number;
   timeoutMs: number;
-  failover: ReadonlyMap<number, FailoverAction>;
+  failover: FailoverPolicy;
   logger: Logger | undefined;
 }
+
+/** The `failover` option: actions by HTTP status (400-599) and by cause. */
+export type FailoverMap = { [status: number]: FailoverAction | undefined } & { [cause in FailureCause]?: FailoverAction };
 
 export const KEY_FAILOVER_OPTIONS = ['target', 'provider', 'pool', 'byok', 'maxBodyBytes', 'timeoutMs', 'failover', 'logger'] as const;
 const ACTIONS: readonly FailoverAction[] = ['cooldown', 'disable', 'skip', 'relay'];
@@ -68,7 +76,7 @@ export function resolveOptions(where: string, options: unknown, known: readonly 
     byok: checkByok(where, given.byok, provider),
     maxBodyBytes: given.maxBodyBytes === undefined ? 20 * 1024 * 1024 : checkPositiveInteger(where, 'maxBodyBytes', given.maxBodyBytes),
     timeoutMs: given.timeoutMs === undefined ? 10 * 60 * 1000 : checkPositiveInteger(where, 'timeoutMs', given.timeoutMs),
-    failover: checkFailover(where, given.failover),
+    failover: { ...checkFailover(where, given.failover), classifier: provider.failures },
     logger: checkLogger(where, given.logger),
   };
 }
@@ -83,7 +91,8 @@ function checkProvider(where: string, value: unknown): Provider {
     provider.routes instanceof Set &&
     typeof provider.authHeader === 'function' &&
     typeof provider.clientKey === 'function' &&
-    typeof provider.errorBody === 'function'
+    typeof provider.errorBody === 'function' &&
+    typeof provider.failures?.classify === 'function'
   ) {
     return provider as Provider;
   }
@@ -158,30 +167,33 @@ function checkPool(where: string, value: unknown): KeyPool {
   return value;
 }
 
-function checkFailover(where: string, value: unknown): ReadonlyMap<number, FailoverAction> {
-  const map = new Map<number, FailoverAction>(Object.entries(DEFAULT_FAILOVER).map(([s, a]) => [Number(s), a]));
-  if (value === undefined) return map;
+function checkFailover(where: string, value: unknown): Omit<FailoverPolicy, 'classifier'> {
+  const statuses = new Map<number, FailoverAction>();
+  const causes = new Map<FailureCause, FailoverAction>();
+  if (value === undefined) return { statuses, causes };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
-      `${where}: option "failover" must be an object mapping statuses to actions, such as { 403: 'disable' }, got ${describeValue(value)}.`,
+      `${where}: option "failover" must be an object mapping statuses or causes to actions, such as { 403: 'disable', insufficient_quota: 'cooldown' }, got ${describeValue(value)}.`,
     );
   }
-  for (const [status, action] of Object.entries(value)) {
-    const code = Number(status);
-    if (!/^\d{3}$/.test(status) || code < 400 || code > 599) {
+  for (const [name, action] of Object.entries(value)) {
+    const isCause = CAUSES.includes(name as FailureCause);
+    const code = Number(name);
+    if (!isCause && (!/^\d{3}$/.test(name) || code < 400 || code > 599)) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_OPTION',
-        `${where}: option "failover" has the key ${JSON.stringify(status)}; keys must be HTTP error statuses from 400 to 599.`,
+        `${where}: option "failover" has the key ${JSON.stringify(name)}; keys must be HTTP error statuses from 400 to 599 or causes (${CAUSES.join(', ')}).`,
       );
     }
     if (!ACTIONS.includes(action as FailoverAction)) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_OPTION',
-        `${where}: option "failover" maps ${status} to ${JSON.stringify(action)}; use one of ${ACTIONS.map((a) => `'${a}'`).join(', ')}.`,
+        `${where}: option "failover" maps ${name} to ${JSON.stringify(action)}; use one of ${ACTIONS.map((a) => `'${a}'`).join(', ')}.`,
       );
     }
-    map.set(code, action as FailoverAction);
+    if (isCause) causes.set(name as FailureCause, action as FailoverAction);
+    else statuses.set(code, action as FailoverAction);
   }
-  return map;
+  return { statuses, causes };
 }

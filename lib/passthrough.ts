@@ -1,12 +1,12 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { exhaustedOutcome, failureOutcome, markKey, type WalkOutcome } from './failover.js';
-import { Forwarder } from './forwarder.js';
+import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkOutcome } from './failover.js';
+import { Forwarder, type Outgoing } from './forwarder.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { readRequestBody } from './request-body.js';
-import type { UpstreamRequest } from './upstream/relay.js';
+import { readModel } from './request/model.js';
 
 export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'>;
 
@@ -29,8 +29,8 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;
 
-    const headers = forwarder.upstreamHeaders(req.headers);
-    const request: Omit<UpstreamRequest, 'timeoutMs'> = {
+    const headers = forwarder.upstreamHeaders(req.headers, caller);
+    const request: Outgoing = {
       method: req.method,
       path: forwarder.upstreamPath(req),
       headers,
@@ -58,7 +58,7 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     const outcome =
       streamed && 'pool' in caller
         ? await sendOnce(caller.pool, forwarder, request, forwarder.requestId(req))
-        : await forwarder.forward(caller, request, req);
+        : await forwarder.forward(caller, request, req, () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined));
     await forwarder.write(outcome, res);
   };
 
@@ -76,23 +76,18 @@ function hasBody(req: Request): boolean {
 }
 
 /** A streamed body goes once, with the first available key; the key still learns from the answer. */
-async function sendOnce(
-  pool: KeyPool,
-  forwarder: Forwarder,
-  request: Omit<UpstreamRequest, 'timeoutMs'>,
-  requestId?: string,
-): Promise<WalkOutcome> {
-  const key = pool.walker().next();
+async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Outgoing, requestId?: string): Promise<WalkOutcome> {
+  const walker = pool.walker();
+  const key = walker.next();
   if (key === undefined) {
     (request.body as NodeJS.ReadableStream).resume();
-    return exhaustedOutcome(pool, requestId);
+    return exhaustedOutcome(pool, walker, requestId);
   }
+  let response;
   try {
-    const response = await forwarder.send(key.value, request);
-    const action = forwarder.options.failover.get(response.status);
-    if (action !== undefined) markKey(pool, key, action, response, requestId);
-    return { kind: 'relay', response };
+    response = await forwarder.send(key, request);
   } catch (error) {
     return failureOutcome(error);
   }
+  return learnFromAnswer(pool, forwarder.options.failover, walker, key, response, requestId);
 }

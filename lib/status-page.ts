@@ -38,7 +38,9 @@ table { border-collapse: collapse; min-width: 480px; }
 th, td { text-align: left; padding: 6px 12px; border-bottom: 1px solid #d1d9e0; }
 th { font-weight: 600; color: #59636e; }
 td.id, td.hint { font-family: ui-monospace, monospace; }
-td.remaining { font-variant-numeric: tabular-nums; }
+td.remaining, td.models { font-variant-numeric: tabular-nums; }
+td.models .model { display: block; font-family: ui-monospace, monospace; }
+.reason { margin-left: 6px; color: #59636e; }
 .badge { display: inline-block; min-width: 6em; padding: 3px 10px; border-radius: 10px; text-align: center; font-weight: 600; }
 .badge.available { background: ${STATE_COLOURS.available}; color: #fff; }
 .badge.cooling { background: ${STATE_COLOURS.cooling}; color: #1f2328; }
@@ -92,12 +94,30 @@ const SCRIPT = `
       const badge = document.createElement('span');
       badge.className = 'badge ' + state;
       badge.textContent = state;
-      cell(tr, 'state', '').appendChild(badge);
+      const stateCell = cell(tr, 'state', '');
+      stateCell.appendChild(badge);
+      if (state === 'disabled' && key.disabledReason === 'quota') {
+        const reason = document.createElement('span');
+        reason.className = 'reason';
+        reason.textContent = 'out of quota';
+        stateCell.appendChild(reason);
+      }
       const until = state === 'cooling' ? key.cooldownUntil : state === 'disabled' ? key.disabledUntil : undefined;
       const left = cell(tr, 'remaining', state === 'disabled' && until === undefined ? 'until enabled' : '');
       if (typeof until === 'number') {
         left.setAttribute('data-until', String(until));
         left.title = new Date(until).toISOString();
+      }
+      const models = cell(tr, 'models', '');
+      for (const entry of Array.isArray(key.models) ? key.models : []) {
+        const line = document.createElement('span');
+        line.className = 'model';
+        line.setAttribute('data-model', String(entry.model));
+        line.append(String(entry.model) + ' ');
+        const time = document.createElement('span');
+        time.setAttribute('data-until', String(entry.cooldownUntil));
+        line.appendChild(time);
+        models.appendChild(line);
       }
       return tr;
     }));
@@ -163,12 +183,20 @@ function renderRow(key: KeySnapshot, now: number): string {
   } else if (state === 'disabled') {
     remaining = '<td class="remaining">until enabled</td>';
   }
+  const reason = state === 'disabled' && key.disabledReason === 'quota' ? '<span class="reason">out of quota</span>' : '';
+  const models = (key.models ?? [])
+    .map(
+      (m) =>
+        `<span class="model" data-model="${escapeHtml(m.model)}">${escapeHtml(m.model)} <span data-until="${escapeHtml(m.cooldownUntil)}">${escapeHtml(formatRemaining(m.cooldownUntil - now))}</span></span>`,
+    )
+    .join('');
   return (
     `<tr data-key-id="${escapeHtml(key.id)}" data-state="${escapeHtml(state)}">` +
     `<td class="id">${escapeHtml(key.id)}</td>` +
     `<td class="hint">${key.hint ? `…${escapeHtml(key.hint)}` : '—'}</td>` +
-    `<td class="state"><span class="badge ${escapeHtml(state)}">${escapeHtml(state)}</span></td>` +
+    `<td class="state"><span class="badge ${escapeHtml(state)}">${escapeHtml(state)}</span>${reason}</td>` +
     remaining +
+    `<td class="models">${models}</td>` +
     '</tr>'
   );
 }
@@ -189,7 +217,7 @@ export function renderStatusPage(status: PoolStatusBody): string {
 <h1>Key pool</h1>
 <p class="summary"><span id="counts">${escapeHtml(counts)}</span> · strategy <span id="strategy">${escapeHtml(status.strategy)}</span></p>
 <table>
-<thead><tr><th>id</th><th>key</th><th>state</th><th>time left</th></tr></thead>
+<thead><tr><th>id</th><th>key</th><th>state</th><th>time left</th><th>cooling for models</th></tr></thead>
 <tbody>
 ${status.keys.map((key) => renderRow(key, status.now)).join('\n')}
 </tbody>

@@ -1,4 +1,5 @@
 import express, { type Express } from 'express';
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { MockUpstream } from './mock-upstream.js';
@@ -65,6 +66,16 @@ export async function listen(app: Express): Promise<{ url: string; close: () => 
 
 export const CHAT = '/v1/chat/completions';
 export const chatBody = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+
+/** Each key's state as a request for `model` sees it: a key cooling for that model only shows as 'cooling'. */
+export function statesFor(pool: KeyPool, model: string = chatBody.model): string[] {
+  return pool.snapshot().map((k) => (k.state === 'available' && k.models?.some((m) => m.model === model) ? 'cooling' : k.state));
+}
+
+/** Where a pool keeps a key's state: its id and a truncated SHA-256 of its value. */
+export function stateId(id: string, key: string): string {
+  return `${id}@${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
+}
 
 /**
  * The usual test file set-up: one mock upstream for the file, reset after each

@@ -1,7 +1,10 @@
 /**
  * What a KeyPool emits. Every event names a key by id and hint, never by value.
- * `requestId` is the `x-request-id` of the request that caused it, when there is one.
+ * `requestId` is the `x-request-id` of the request that caused it, when there is one;
+ * `cause` is what the upstream's answer meant (see the README's cause table).
  */
+import type { FailureCause } from '../providers/causes.js';
+import type { DisabledReason } from './store.js';
 
 export interface KeyRef {
   id: string;
@@ -11,16 +14,21 @@ export interface KeyRef {
 export type AttemptOutcome = 'relayed' | 'cooldown' | 'disable' | 'skip' | 'unreachable' | 'timeout' | 'aborted';
 
 export interface KeyPoolEvents {
-  /** A key started (or extended) a cooldown. */
-  rateLimited: [event: KeyRef & { cooldownMs: number; cooldownUntil: number; status?: number; requestId?: string }];
-  /** A key was taken out of the pool; `until` is set when `authCooldownMs` brings it back by itself. */
-  disabled: [event: KeyRef & { until?: number; status?: number; requestId?: string }];
-  /** A key came back: by `enable(id)`, or when its `authCooldownMs` ran out (noticed at the next selection). */
-  enabled: [event: KeyRef & { reason: 'manual' | 'authCooldown' }];
+  /** A key started (or extended) a cooldown: for every model, or for one model scope (`model`). */
+  rateLimited: [
+    event: KeyRef & { cooldownMs: number; cooldownUntil: number; model?: string; status?: number; cause?: string; requestId?: string },
+  ];
+  /**
+   * A key was taken out of the pool: `reason` 'auth' (refused) or 'quota' (out of money); `until`
+   * is set when `authCooldownMs` / `quotaCooldownMs` brings it back by itself.
+   */
+  disabled: [event: KeyRef & { reason: DisabledReason; until?: number; status?: number; cause?: string; requestId?: string }];
+  /** A key came back: by `enable(id)`, or when its `authCooldownMs` / `quotaCooldownMs` ran out (noticed at the next selection). */
+  enabled: [event: KeyRef & { reason: 'manual' | 'authCooldown' | 'quotaCooldown' }];
   /** A request's walk moved past a key because of its answer. */
-  failover: [event: KeyRef & { status: number; action: 'cooldown' | 'disable' | 'skip'; requestId?: string }];
-  /** A request found no key left. */
-  exhausted: [event: { reason: 'rate_limited' | 'disabled'; retryAfterMs?: number; requestId?: string }];
+  failover: [event: KeyRef & { status: number; action: 'cooldown' | 'disable' | 'skip'; cause?: FailureCause; requestId?: string }];
+  /** A request found no key left (for its model). */
+  exhausted: [event: { reason: 'rate_limited' | 'disabled' | 'quota'; retryAfterMs?: number; requestId?: string }];
   /** One upstream attempt ended (its response headers came, or it failed). */
-  attempt: [event: KeyRef & { status?: number; outcome: AttemptOutcome; durationMs: number; requestId?: string }];
+  attempt: [event: KeyRef & { status?: number; outcome: AttemptOutcome; cause?: FailureCause; durationMs: number; requestId?: string }];
 }

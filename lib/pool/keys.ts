@@ -1,8 +1,19 @@
+import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import { KeyFailoverError, describeValue } from '../validations.js';
 
-/** A key as given to the pool: the value alone, or with an id (and a weight for the 'weighted' strategy). */
-export type KeyInput = string | { id?: string; key: string; weight?: number };
+/**
+ * A key as given to the pool: the value alone, or with an id, a weight for the
+ * 'weighted' strategy, and the OpenAI organization / project it sends with
+ * (`OpenAI-Organization` / `OpenAI-Project`, with this key only).
+ */
+export type KeyInput = string | { id?: string; key: string; weight?: number; organization?: string; project?: string };
+
+/** What a key sends besides itself: its own account headers. */
+export interface KeyAccount {
+  organization?: string;
+  project?: string;
+}
 
 const MIN_KEY_LENGTH_FOR_HINT = 16;
 /** Visible ASCII only: a value that can go into an HTTP header as it is. */
@@ -15,14 +26,21 @@ export const HEADER_SAFE = /^[\x21-\x7e]+$/;
 export class PoolKey {
   readonly #value: string;
   readonly hint: string;
+  /** @internal Where the pool keeps this key's state: the id and a truncated SHA-256 of the value, never the value. */
+  readonly stateId: string;
+  /** The account headers sent with this key (OpenAI-compatible providers). */
+  readonly account: Readonly<KeyAccount> | undefined;
 
   constructor(
     readonly id: string,
     value: string,
     readonly weight = 1,
+    account?: KeyAccount,
   ) {
     this.#value = value;
     this.hint = value.length >= MIN_KEY_LENGTH_FOR_HINT ? value.slice(-4) : '';
+    this.stateId = `${id}@${createHash('sha256').update(value).digest('hex').slice(0, 12)}`;
+    this.account = account && (account.organization !== undefined || account.project !== undefined) ? account : undefined;
   }
 
   /** The secret itself: only for the header sent upstream. */
@@ -59,7 +77,7 @@ export function buildKeys(where: string, inputs: unknown, { firstIndex = 0, take
   const at = (i: number | 'pool') => (i === 'pool' ? 'a key already in the pool' : `the one at index ${i}`);
   inputs.forEach((input: unknown, offset) => {
     const index = firstIndex + offset;
-    const { id, value, weight } = readKeyInput(where, input, index);
+    const { id, value, weight, account } = readKeyInput(where, input, index);
     if (!HEADER_SAFE.test(value)) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_KEYS',
@@ -84,25 +102,39 @@ export function buildKeys(where: string, inputs: unknown, { firstIndex = 0, take
     }
     indexByValue.set(value, index);
     indexById.set(id, index);
-    keys.push(new PoolKey(id, value, weight));
+    keys.push(new PoolKey(id, value, weight, account));
   });
   return keys;
 }
 
-function readKeyInput(where: string, input: unknown, index: number): { id: string; value: string; weight: number } {
-  if (typeof input === 'string' && input.length > 0) return { id: `key-${index}`, value: input, weight: 1 };
+const KEY_FIELDS = ['id', 'key', 'weight', 'organization', 'project'];
+
+function readKeyInput(
+  where: string,
+  input: unknown,
+  index: number,
+): { id: string; value: string; weight: number; account: KeyAccount | undefined } {
+  if (typeof input === 'string' && input.length > 0) return { id: `key-${index}`, value: input, weight: 1, account: undefined };
   if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
-    const { id, key, weight } = input as { id?: unknown; key?: unknown; weight?: unknown };
+    const { id, key, weight, organization, project } = input as Record<string, unknown>;
+    const unknown = Object.keys(input).find((name) => !KEY_FIELDS.includes(name));
+    if (unknown !== undefined) {
+      throw new KeyFailoverError(
+        'ERR_EKF_INVALID_KEYS',
+        `${where}: the entry at index ${index} has an unknown field ${JSON.stringify(unknown)}; a key entry takes ${KEY_FIELDS.join(', ')}.`,
+      );
+    }
     if (typeof key !== 'string' || key.length === 0) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_KEYS',
         `${where}: the entry at index ${index} needs a non-empty string "key", got ${describeValue(key)}.`,
       );
     }
-    if (id !== undefined && (typeof id !== 'string' || id.length === 0)) {
+    // Ids go into Redis keys, metric labels and the status page: printable text only.
+    if (id !== undefined && (typeof id !== 'string' || id.length === 0 || id.length > 200 || hasControlCharacter(id))) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_KEYS',
-        `${where}: the entry at index ${index} has an "id" that is not a non-empty string (${describeValue(id)}).`,
+        `${where}: the entry at index ${index} has an "id" that is not a non-empty string of at most 200 printable characters (${describeValue(id)}).`,
       );
     }
     if (weight !== undefined && (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0)) {
@@ -111,7 +143,12 @@ function readKeyInput(where: string, input: unknown, index: number): { id: strin
         `${where}: the entry at index ${index} has a "weight" that is not a positive number (${describeValue(weight)}).`,
       );
     }
-    return { id: id ?? `key-${index}`, value: key, weight: weight ?? 1 };
+    return {
+      id: id ?? `key-${index}`,
+      value: key,
+      weight: weight ?? 1,
+      account: { ...accountField(where, index, 'organization', organization), ...accountField(where, index, 'project', project) },
+    };
   }
   throw new KeyFailoverError(
     'ERR_EKF_INVALID_KEYS',
@@ -119,4 +156,23 @@ function readKeyInput(where: string, input: unknown, index: number): { id: strin
       input === '' ? 'an empty string' : describeValue(input)
     }.`,
   );
+}
+
+function accountField(where: string, index: number, name: 'organization' | 'project', value: unknown): KeyAccount {
+  if (value === undefined) return {};
+  if (typeof value !== 'string' || !HEADER_SAFE.test(value)) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_KEYS',
+      `${where}: the entry at index ${index} has a "${name}" that is not a non-empty header-safe string (${describeValue(value)}).`,
+    );
+  }
+  return { [name]: value };
+}
+
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
 }

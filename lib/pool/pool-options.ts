@@ -1,11 +1,55 @@
 import { KeyFailoverError, checkPositiveInteger, describeValue } from '../validations.js';
-import type { KeyPoolOptions } from './key-pool.js';
+import type { KeyInput } from './keys.js';
+import type { ModelScopeFunction } from './scopes.js';
 import type { KeyStateStore } from './store.js';
 import type { Strategy } from './walker.js';
 
-/** The checks of `new KeyPool(options)`: each names the option and what it expects. */
+/** The options of `new KeyPool(options)`, and their checks: each names the option and what it expects. */
 
 export const WHERE = 'new KeyPool()';
+
+export interface KeyPoolOptions {
+  /** The upstream API keys, tried in this order (the 'ordered' strategy). */
+  keys: readonly KeyInput[];
+  /** Where each walk starts: 'ordered' (default), 'round-robin' or 'weighted'. */
+  strategy?: Strategy;
+  /** Cooldown when a 429 carries no usable delay header. Default 60 000 ms. */
+  defaultCooldownMs?: number;
+  /** Shortest cooldown a 429's headers can set. Default 1 000 ms. */
+  minCooldownMs?: number;
+  /** Longest cooldown a 429's headers can set. Default 3 600 000 ms (1 h). */
+  maxCooldownMs?: number;
+  /** When set, a disabled key is tried again after this long instead of staying out until `enable(id)`. */
+  authCooldownMs?: number;
+  /** When set, a key whose account is out of money is tried again after this long instead of staying out until `enable(id)`. */
+  quotaCooldownMs?: number;
+  /**
+   * The rate-limit bucket of a model: a 429 for one model cools the key for the models of the same bucket only.
+   * Default: each model is its own bucket. Return `undefined` to cool the whole key for that model's 429s.
+   */
+  modelScope?: ModelScopeFunction;
+  /** The clock cooldowns are measured against (epoch ms). Default `Date.now`. Handed to the store too. */
+  now?: () => number;
+  /** Random numbers in [0, 1) for the 'weighted' strategy. Default `Math.random`. */
+  random?: () => number;
+  /** Where key state lives. Default: a `MemoryKeyStateStore` of this process. */
+  store?: KeyStateStore;
+}
+
+export const OPTIONS = [
+  'keys',
+  'strategy',
+  'defaultCooldownMs',
+  'minCooldownMs',
+  'maxCooldownMs',
+  'authCooldownMs',
+  'quotaCooldownMs',
+  'modelScope',
+  'now',
+  'random',
+  'store',
+];
+
 const STRATEGIES: readonly Strategy[] = ['ordered', 'round-robin', 'weighted'];
 
 export function checkOptionsObject(value: unknown): KeyPoolOptions {
@@ -51,4 +95,8 @@ export function checkStore(value: unknown): KeyStateStore {
     throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: option "store" must implement KeyStateStore (${methods.join(', ')}).`);
   }
   return store as KeyStateStore;
+}
+
+export function optionalPositive(name: string, value: unknown): number | undefined {
+  return value === undefined ? undefined : checkPositiveInteger(WHERE, name, value);
 }

@@ -3,13 +3,24 @@ import type { PoolKey } from './keys.js';
 /** How each walk picks its first key. */
 export type Strategy = 'ordered' | 'round-robin' | 'weighted';
 
+/** A request's model, or a function that reads it: called only when some key cools for a single model. */
+export type ModelSource = string | (() => string | undefined) | undefined;
+
 export interface WalkerSource {
   now(): number;
-  /** @internal 0 when the key is available at `now`, else when it may be again (Infinity: not by itself). */
-  unavailableUntil(id: string, now: number): number;
-  /** @internal keys [0, end) were all unavailable, and stay so until `until` unless the store changes. */
-  rememberHead(end: number, until: number): void;
+  /** @internal 0 when the key is available at `now` for `scope`, else when it may be again (Infinity: not by itself). */
+  unavailableUntil(key: PoolKey, now: number, scope: string | undefined): number;
+  /** @internal whether any key may be cooling for one model scope only */
+  hasScopedStates(): boolean;
+  /** @internal the scope a model's rate limits live in */
+  readonly scopes: { of(model: string | undefined): string | undefined };
+  /** @internal how many keys at the head are known to be unavailable for `scope` */
+  knownHead(scope: string | undefined): number;
+  /** @internal keys [0, end) were all unavailable for `scope`, and stay so until `until` unless the store changes. */
+  rememberHead(end: number, until: number, scope: string | undefined): void;
 }
+
+const UNREAD = Symbol('unread');
 
 /**
  * One request's way through the pool: starts at `start` and hands out the
@@ -18,27 +29,43 @@ export interface WalkerSource {
  * later do not disturb a walk in progress.
  */
 export class KeyWalker {
+  private visited = 0;
+  private scopeRead: string | undefined | typeof UNREAD = UNREAD;
+
   constructor(
     private readonly source: WalkerSource,
     private readonly keys: readonly PoolKey[],
     private readonly start: number,
-    /** Keys at the start already known to be unavailable: counted as visited. */
-    private visited = 0,
+    private readonly model?: ModelSource,
   ) {}
 
+  /** The request's model scope, read once, and only when some key cools for a single scope. */
+  scope(): string | undefined {
+    if (this.scopeRead === UNREAD) {
+      const { model } = this;
+      this.scopeRead = this.source.scopes.of(typeof model === 'function' ? model() : model);
+    }
+    return this.scopeRead;
+  }
+
   next(): PoolKey | undefined {
-    const { keys } = this;
-    const now = this.source.now();
-    // A walk from the first key notes how long the unavailable run it starts with stays so.
-    const atHead = this.start === 0 && this.visited === 0;
+    const { keys, source } = this;
+    const now = source.now();
+    const scope = source.hasScopedStates() ? this.scope() : undefined;
+    // A walk from the first key skips the head known to be unavailable, and notes how long the run it starts with stays so.
+    let atHead = this.start === 0 && this.visited === 0;
+    if (atHead) {
+      this.visited = source.knownHead(scope);
+      atHead = this.visited === 0; // a head already known is not noted again
+    }
     let headUntil = Infinity;
     while (this.visited < keys.length) {
       let index = this.start + this.visited++;
       if (index >= keys.length) index -= keys.length;
       const key = keys[index]!;
-      const until = this.source.unavailableUntil(key.id, now);
+      const until = source.unavailableUntil(key, now, scope);
       if (until <= now) {
-        if (atHead && index > 0) this.source.rememberHead(index, headUntil);
+        if (atHead && index > 0) source.rememberHead(index, headUntil, scope);
         return key;
       }
       if (until < headUntil) headUntil = until;

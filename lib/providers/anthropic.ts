@@ -1,4 +1,5 @@
 import type { ErrorKind } from '../errors.js';
+import { anthropicFailures } from './anthropic-causes.js';
 import { headerValue, type Provider } from './provider.js';
 
 // Anthropic's error envelope: { type: 'error', error: { type, message } }.
@@ -10,6 +11,7 @@ const TYPES: Record<ErrorKind, string> = {
   invalid_path: 'invalid_request_error',
   rate_limited: 'rate_limit_error',
   keys_disabled: 'api_error',
+  keys_out_of_quota: 'billing_error',
   upstream_unreachable: 'api_error',
   upstream_timeout: 'timeout_error',
   internal: 'api_error',
@@ -27,4 +29,8 @@ export const anthropic: Provider = {
   clientKey: (headers) => headerValue(headers['x-api-key']),
   query: {},
   errorBody: (kind, message) => ({ type: 'error', error: { type: TYPES[kind], message } }),
+  failures: anthropicFailures,
+  // An Anthropic key belongs to one workspace; no request header chooses another.
+  accountHeaders: [],
+  keyAccountHeaders: () => [],
 };

@@ -1,5 +1,7 @@
 import type { ErrorKind } from '../errors.js';
 import { KeyFailoverError, checkKnownOptions, describeValue } from '../validations.js';
+import type { KeyAccount } from '../pool/keys.js';
+import { openaiFailures } from './openai-causes.js';
 import { bearerToken, headerValue, type Provider } from './provider.js';
 
 // OpenAI's error envelope: { error: { message, type, param, code } }.
@@ -11,6 +13,7 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
   invalid_path: { type: 'invalid_request_error', code: 'invalid_path' },
   rate_limited: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   keys_disabled: { type: 'upstream_error', code: 'all_keys_unauthorized' },
+  keys_out_of_quota: { type: 'insufficient_quota', code: 'all_keys_out_of_quota' },
   upstream_unreachable: { type: 'upstream_error', code: 'upstream_unreachable' },
   upstream_timeout: { type: 'upstream_error', code: 'upstream_timeout' },
   internal: { type: 'server_error', code: 'internal_error' },
@@ -50,7 +53,19 @@ export function openaiCompatible(options: OpenAICompatibleOptions = {}): Provide
     clientKey: (headers) => (scheme ? bearerToken(headers[authHeader]) : headerValue(headers[authHeader])),
     query,
     errorBody: (kind, message) => ({ error: { message, type: TYPES[kind].type, param: null, code: TYPES[kind].code } }),
+    failures: openaiFailures,
+    accountHeaders: ACCOUNT_HEADERS,
+    keyAccountHeaders,
   };
+}
+
+const ACCOUNT_HEADERS = ['openai-organization', 'openai-project'];
+
+function keyAccountHeaders(account: KeyAccount): [string, string][] {
+  const headers: [string, string][] = [];
+  if (account.organization !== undefined) headers.push(['openai-organization', account.organization]);
+  if (account.project !== undefined) headers.push(['openai-project', account.project]);
+  return headers;
 }
 
 /** OpenAI itself: `Authorization: Bearer <key>`, chat completions and responses. */

@@ -1,5 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ErrorKind } from '../errors.js';
+import type { KeyAccount, PoolKey } from '../pool/keys.js';
+import type { FailureClassifier } from './causes.js';
 
 /** What the middleware needs to know about one upstream API. */
 export interface Provider {
@@ -16,6 +18,24 @@ export interface Provider {
   readonly query: Readonly<Record<string, string>>;
   /** The JSON body of an error the middleware writes itself, in the provider's own shape. */
   errorBody(kind: ErrorKind, message: string): unknown;
+  /** What its failing answers mean. */
+  readonly failures: FailureClassifier;
+  /**
+   * Request headers that name the account a credential acts for (`OpenAI-Organization`,
+   * `OpenAI-Project`): they belong to the client's credential, so with a pool key they are not forwarded.
+   */
+  readonly accountHeaders: readonly string[];
+  /** The account headers a pool key carries itself (its `organization` / `project`). */
+  keyAccountHeaders(account: KeyAccount): [name: string, value: string][];
+}
+
+/** Adds the credential headers of `key` to `headers`: its key header, and with a pool key its own account headers. */
+export function addKeyHeaders(provider: Provider, key: PoolKey | string, headers: Record<string, string | string[]>): void {
+  const [name, value] = provider.authHeader(typeof key === 'string' ? key : key.value);
+  headers[name] = value;
+  if (typeof key !== 'string' && key.account !== undefined) {
+    for (const [header, account] of provider.keyAccountHeaders(key.account)) headers[header] = account;
+  }
 }
 
 export function bearerToken(value: string | string[] | undefined): string | undefined {

@@ -1,0 +1,65 @@
+/**
+ * Anthropic's failures, from its envelope
+ * `{ type: 'error', error: { type, message, details?: { error_code } }, request_id }`
+ * and the status. `details.error_code` (what @anthropic-ai/sdk reads as `err.errorCode`)
+ * says which limit or account state it is when the type alone does not.
+ */
+import { errorObject, isObject, stringField, type FailureAnswer, type FailureCause, type FailureClassifier } from './causes.js';
+
+/** The account is out of money or past a spend limit: monthly tiers, contracts, linked organizations. */
+const QUOTA_ERROR_CODES = new Set([
+  'enforced_spend_limit_reached',
+  'contract_spend_limit_reached',
+  'linked_organization_spend_limit_reached',
+  'linked_organization_billing_unavailable',
+]);
+/** The key can no longer be used, whatever the request. */
+const INVALID_KEY_ERROR_CODES = new Set(['organization_on_hold', 'claude_code_key_creator_not_member']);
+// 400 invalid_request_error when a spend limit you set is reached, or the prepaid credit is gone.
+const USAGE_LIMITS = /^you have reached your specified (workspace )?api usage limits/i;
+const CREDIT_TOO_LOW = /credit balance is too low/i;
+// 404 not_found_error for a model the key cannot see: "model: claude-...".
+const MODEL_NOT_FOUND = /^model:/i;
+
+export const anthropicFailures: FailureClassifier = {
+  statuses: new Set([400, 401, 402, 403, 404, 429, 503, 529]),
+
+  classify({ status, body }: FailureAnswer): FailureCause | undefined {
+    const error = errorObject(body);
+    const type = stringField(error, 'type');
+    const message = stringField(error, 'message') ?? '';
+    const errorCode = detailsCode(error);
+    if (errorCode !== undefined && QUOTA_ERROR_CODES.has(errorCode)) return 'insufficient_quota';
+    if (errorCode !== undefined && INVALID_KEY_ERROR_CODES.has(errorCode)) return 'invalid_key';
+    if (type === 'billing_error') return 'insufficient_quota';
+    switch (status) {
+      case 400:
+        return USAGE_LIMITS.test(message) || CREDIT_TOO_LOW.test(message) ? 'insufficient_quota' : undefined;
+      case 401:
+        return type === 'authentication_error' ? 'invalid_key' : 'unauthorized';
+      case 402:
+        return 'insufficient_quota';
+      case 403:
+        return 'request_not_allowed';
+      case 404:
+        return MODEL_NOT_FOUND.test(message) ? 'request_not_allowed' : undefined;
+      case 429:
+        return 'rate_limited'; // rate_limit_error, ramp_limit_exceeded
+      case 503:
+      case 529:
+        return 'overloaded';
+      default:
+        return undefined;
+    }
+  },
+
+  signature({ status, body }: FailureAnswer): string {
+    const error = errorObject(body);
+    return `${status} ${stringField(error, 'type') ?? ''} ${detailsCode(error) ?? ''}`;
+  },
+};
+
+function detailsCode(error: Record<string, unknown> | undefined): string | undefined {
+  const details = error?.['details'];
+  return isObject(details) ? stringField(details, 'error_code') : undefined;
+}

@@ -1,0 +1,100 @@
+/**
+ * The `model` of a JSON request body, read without parsing the body: a scan
+ * of the top-level object that skips every other value (messages, tools,
+ * images) byte by byte, allocating nothing but the model string. It runs
+ * only when the pool needs the model (some key cools for one model, or a
+ * 429 is being marked), and at most once per request.
+ */
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COLON = 0x3a;
+const COMMA = 0x2c;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const MODEL = Buffer.from('model');
+
+/** The top-level `"model"` string of a JSON object body; undefined when there is none or the body is not such JSON. */
+export function readModel(body: Buffer | null | undefined): string | undefined {
+  if (!body || body.length === 0) return undefined;
+  let i = skipSpace(body, 0);
+  if (body[i] !== OPEN_BRACE) return undefined;
+  i = skipSpace(body, i + 1);
+  while (i < body.length && body[i] === QUOTE) {
+    const keyEnd = stringEnd(body, i);
+    if (keyEnd < 0) return undefined;
+    const isModel = keyEnd - i - 1 === MODEL.length && body.compare(MODEL, 0, MODEL.length, i + 1, keyEnd) === 0;
+    i = skipSpace(body, keyEnd + 1);
+    if (body[i] !== COLON) return undefined;
+    i = skipSpace(body, i + 1);
+    if (isModel) return body[i] === QUOTE ? readString(body, i) : undefined;
+    i = skipValue(body, i);
+    if (i < 0) return undefined;
+    i = skipSpace(body, i);
+    if (body[i] !== COMMA) return undefined; // '}' (no model) or not JSON
+    i = skipSpace(body, i + 1);
+  }
+  return undefined;
+}
+
+function skipSpace(body: Buffer, i: number): number {
+  while (i < body.length) {
+    const c = body[i]!;
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+    i++;
+  }
+  return i;
+}
+
+/** Index of the closing quote of the string that opens at `start`, or -1. Native indexOf jumps over long text. */
+function stringEnd(body: Buffer, start: number): number {
+  for (let quote = body.indexOf(QUOTE, start + 1); quote !== -1; quote = body.indexOf(QUOTE, quote + 1)) {
+    let backslashes = 0;
+    while (body[quote - 1 - backslashes] === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return quote; // an escaped quote has an odd run of backslashes before it
+  }
+  return -1;
+}
+
+function readString(body: Buffer, start: number): string | undefined {
+  const end = stringEnd(body, start);
+  if (end < 0) return undefined;
+  let escaped = false;
+  for (let i = start + 1; i < end && !escaped; i++) escaped = body[i] === BACKSLASH;
+  if (!escaped) return body.toString('utf8', start + 1, end);
+  try {
+    return JSON.parse(body.toString('utf8', start, end + 1)) as string; // escapes: let JSON decode them
+  } catch {
+    return undefined;
+  }
+}
+
+/** Index just past the value that starts at `i` (a string, object, array, number or literal), or -1. */
+function skipValue(body: Buffer, i: number): number {
+  const first = body[i];
+  if (first === QUOTE) {
+    const end = stringEnd(body, i);
+    return end < 0 ? -1 : end + 1;
+  }
+  if (first === OPEN_BRACE || first === OPEN_BRACKET) {
+    let depth = 0;
+    for (; i < body.length; i++) {
+      const c = body[i]!;
+      if (c === QUOTE) {
+        i = stringEnd(body, i);
+        if (i < 0) return -1;
+      } else if (c === OPEN_BRACE || c === OPEN_BRACKET) depth++;
+      else if ((c === CLOSE_BRACE || c === CLOSE_BRACKET) && --depth === 0) return i + 1;
+    }
+    return -1;
+  }
+  // A number, true, false or null: up to the next delimiter.
+  while (i < body.length) {
+    const c = body[i]!;
+    if (c === COMMA || c === CLOSE_BRACE || c === CLOSE_BRACKET || c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) break;
+    i++;
+  }
+  return i;
+}
