@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 
 /**
- * A real redis-server (the Debian package; `.ci/run` installs it) on a free
+ * A real redis-server (the Debian package; `npm test` installs it as root) on a free
  * loopback port, without persistence, stopped by its PID. `kill()` then
  * `start()` is a crash and a restart on the same port, with an empty database;
  * `pause()` / `resume()` a server that hangs and comes back.
