@@ -5,7 +5,8 @@
 #   root  as root, with apt: the test command installs redis-server and chromium; every suite runs.
 #   user  as a non-root user: nothing can be installed; the two suites that need them are skipped,
 #         one line each, and the command exits 0.
-# Usage: scripts/fresh-machine-check.sh [root|user|both]   (npm run test:fresh-machine -- user)
+#   ci    (only when asked for) .ci/run as root: CI mode, where a missing service would fail.
+# Usage: scripts/fresh-machine-check.sh [root|user|ci|both]   (npm run test:fresh-machine -- user)
 # Needs root on a Linux host (debootstrap, chroot, mount). Slow: not part of npm test or CI.
 # FRESH_DIR (/tmp/ekf-fresh-machine) holds the roots; the Debian base is kept there for the next run
 # (FRESH_REBUILD=1 builds it again). FRESH_TIMEOUT (1200 s) bounds each case's command. A case's root
@@ -25,7 +26,7 @@ die() {
   exit 1
 }
 
-case $cases in root | user) selected=("$cases") ;; both) selected=(root user) ;; *) die "unknown case '$cases' (root, user or both)" ;; esac
+case $cases in root | user | ci) selected=("$cases") ;; both) selected=(root user) ;; *) die "unknown case '$cases' (root, user, ci or both)" ;; esac
 [ "$(uname -s)" = Linux ] || die "needs a Linux host"
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot and mount)"
 sha=$(git -C "$project" rev-parse HEAD)
@@ -125,7 +126,7 @@ run_case() { # run_case root|user
   say "case '$name': preparing $root (Debian $suite, node $("$node_bin" --version), npm $(npm --version), project $sha)"
   remove_root "$root"
   cp -a "$work/base" "$root"
-  if [ "$name" = root ]; then
+  if [ "$name" != user ]; then
     user=root home=/root spec=0:0
   else
     user=tester home=/home/tester
@@ -135,12 +136,14 @@ run_case() { # run_case root|user
   prepare "$root" "$home" "$spec"
   mount_into "$root"
   log="$work/$name.log"
-  say "case '$name': npm ci && npm test as $user, at most $limit s (log: $log)"
+  local command='npm ci && npm test'
+  [ "$name" = ci ] && command=.ci/run
+  say "case '$name': $command as $user, at most $limit s (log: $log)"
   start=$(date +%s)
   set +e
   timeout --kill-after=30 "$limit" chroot --userspec="$spec" "$root" /usr/bin/env -i HOME="$home" USER="$user" LOGNAME="$user" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb \
-    /bin/bash -c 'cd ~/project && npm ci && npm test' 2>&1 | tee "$log"
+    /bin/bash -c "cd ~/project && $command" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   seconds=$(($(date +%s) - start))
@@ -155,12 +158,13 @@ run_case() { # run_case root|user
   unmount_all
 
   local tests skipped_lines installed problems=()
-  tests=$(grep -E '^Tests: ' "$log" | tail -1 | sed 's/^Tests: *//')
+  tests=$(grep -E '^Tests: ' "$log" | sed 's/^Tests: *//' | paste -sd';' - | sed 's/;/; then /g')
   skipped_lines=$(grep -cE '^SKIPPED ' "$log" || true)
   installed=$(grep -c 'Test services: installing redis-server chromium with apt-get' "$log" || true)
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then problems+=("did not end within $limit s"); elif [ "$rc" != 0 ]; then problems+=("exit $rc"); fi
   [ -z "$left" ] || problems+=("processes left behind")
-  if [ "$name" = root ]; then
+  if grep -qE '^FAILED ' "$log"; then problems+=("a suite failed for a missing service"); fi
+  if [ "$name" != user ]; then
     [ "$installed" = 1 ] || problems+=("no install line")
     [ "$skipped_lines" = 0 ] || problems+=("$skipped_lines suites skipped")
     if grep -qE '^Tests: .*skipped' "$log"; then problems+=("tests skipped"); fi
@@ -176,7 +180,7 @@ run_case() { # run_case root|user
   elif [ -z "${FRESH_KEEP:-}" ]; then
     remove_root "$root"
   fi
-  summaries+=("case '$name': $verdict in ${seconds} s (npm ci and npm test); tests: ${tests:-none}; SKIPPED lines: $skipped_lines")
+  summaries+=("case '$name': $verdict in ${seconds} s ($command); tests: ${tests:-none}; SKIPPED lines: $skipped_lines")
 }
 
 for name in "${selected[@]}"; do run_case "$name"; done
