@@ -16,6 +16,10 @@ const base = {
 
 module.exports = {
   testTimeout: 20000,
+  // Finds redis-server and Chromium (installs them with apt-get as root); a suite whose service is
+  // missing is skipped with one line at the end (services-reporter.js), or fails in CI mode (CI=true).
+  globalSetup: '<rootDir>/__tests__/support/services-setup.js',
+  reporters: ['default', '<rootDir>/__tests__/support/services-reporter.js'],
   projects: [
     { ...base, displayName: 'express5', globals: { expectedExpressMajor: 5 } },
     {

@@ -1,6 +1,6 @@
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { K0, K1 } from './support/gateway.js';
@@ -9,12 +9,35 @@ import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
 /**
  * The package as a user gets it: built, packed, installed from the tarball
  * into a fresh app (express from the npm cache), and used from CommonJS, ESM
- * and TypeScript. The optional peers (ioredis, prom-client) are not installed.
+ * and TypeScript. The optional peers (ioredis, prom-client) are not installed
+ * there; a second app has them, for the ./redis and ./metrics entries' types.
  */
 const root = path.resolve(__dirname, '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+const manifest = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as {
+  exports: Record<string, string | Record<'import' | 'require', { types: string; default: string }>>;
+  typesVersions: Record<string, Record<string, string[]>>;
+  sideEffects: unknown;
+  peerDependenciesMeta: Record<string, { optional?: boolean }>;
+  devDependencies: Record<string, string>;
+};
+/** The optional peers (ioredis, prom-client, ...) at the versions the package is tested against: its dev dependencies. */
+const optionalPeers = Object.keys(manifest.peerDependenciesMeta)
+  .filter((name) => manifest.peerDependenciesMeta[name]?.optional)
+  .map((name) => `${name}@${manifest.devDependencies[name]}`);
+/** The subpath entries ('redis', 'metrics', ...): every key of the exports map but '.' and './package.json'. */
+const subpaths = Object.keys(manifest.exports)
+  .filter((key) => key !== '.' && key !== './package.json')
+  .map((key) => key.slice(2));
+/** The import and require conditions of one exports entry. */
+function conditions(key: string): Record<'import' | 'require', { types: string; default: string }> {
+  const entry = manifest.exports[key];
+  if (typeof entry !== 'object') throw new Error(`exports["${key}"] is not an object with import and require`);
+  return entry;
+}
 let work: string;
 let app: string;
+let appWithPeers: string;
 let upstream: MockUpstream;
 let tarball: { filename: string; size: number; unpackedSize: number; files: { path: string }[] };
 
@@ -24,33 +47,38 @@ function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
   return result.stdout;
 }
 
+/** npm install in a new folder, asynchronously: the two apps install side by side. */
+async function install(dir: string, args: string[]): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true }));
+  await promisify(execFile)(npm, args, { cwd: dir, timeout: 180_000 }).catch((error: Error & { stdout?: string; stderr?: string }) => {
+    throw new Error(`npm ${args.join(' ')} failed in ${dir}:\n${error.stdout}\n${error.stderr}`);
+  });
+}
+
 beforeAll(async () => {
   upstream = await MockUpstream.start();
   work = mkdtempSync(path.join(tmpdir(), 'ekf-package-'));
   run(npm, ['run', 'build'], root);
   [tarball] = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', work], root));
   app = path.join(work, 'app');
-  execFileSync('mkdir', ['-p', app]);
-  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true }));
-  run(
-    npm,
-    [
-      'install',
-      '--prefer-offline',
-      '--no-audit',
-      '--no-fund',
-      path.join(work, tarball.filename),
-      'express@5',
-      '@types/express@5',
-      '@types/node@22',
-    ],
-    app,
-  );
+  appWithPeers = path.join(work, 'app-with-peers');
+  const common = [
+    'install',
+    '--prefer-offline',
+    '--no-audit',
+    '--no-fund',
+    path.join(work, tarball.filename),
+    'express@5',
+    '@types/express@5',
+    '@types/node@22',
+  ];
+  await Promise.all([install(app, common), install(appWithPeers, [...common, ...optionalPeers])]);
 }, 240_000);
 
 afterAll(async () => {
-  await upstream.close();
-  rmSync(work, { recursive: true, force: true });
+  await upstream?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
 test('the tarball holds only what a user needs', () => {
@@ -59,16 +87,13 @@ test('the tarball holds only what a user needs', () => {
     (f) => !/^(dist\/(cjs|esm)\/.+\.(js|d\.ts)|dist\/(cjs|esm)\/package\.json|README\.md|LICENSE|CHANGELOG\.md|package\.json)$/.test(f),
   );
   expect(unexpected).toEqual([]);
-  for (const needed of [
-    'package.json',
-    'README.md',
-    'LICENSE',
-    'CHANGELOG.md',
-    'dist/cjs/index.js',
-    'dist/cjs/index.d.ts',
-    'dist/esm/index.js',
-    'dist/esm/index.d.ts',
-  ]) {
+  // Every file the exports map (and so typesVersions) points to, for every entry.
+  const targets = Object.keys(manifest.exports)
+    .filter((key) => key !== './package.json')
+    .flatMap((key) => Object.values(conditions(key)).flatMap((c) => [c.types, c.default]))
+    .map((target) => target.replace(/^\.\//, ''));
+  expect(targets).toContain('dist/cjs/index.js');
+  for (const needed of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', ...targets]) {
     expect(files).toContain(needed);
   }
   // Reported in the closing note; a generous ceiling catches an accidental bundle of node_modules.
@@ -122,12 +147,47 @@ test('the main entry loads without the optional peers; ./redis and ./metrics say
   expect(out.metrics).toBe('MODULE_NOT_FOUND prom-client');
 });
 
-test.each(['node16', 'bundler'] as const)('a TypeScript consumer type-checks under moduleResolution %s', (resolution) => {
-  const dir = path.join(app, `ts-${resolution}`);
-  execFileSync('mkdir', ['-p', dir]);
-  writeFileSync(
-    path.join(dir, 'index.ts'),
-    `import express from 'express';
+type Resolution = 'node10' | 'node16' | 'bundler';
+
+/**
+ * A consumer's tsconfig. node10 is what `"module": "commonjs"` without a
+ * `moduleResolution` still gets: no exports map, so the subpaths resolve
+ * through `typesVersions`.
+ */
+function tsconfig(resolution: Resolution) {
+  const module = { node10: 'commonjs', node16: 'node16', bundler: 'esnext' }[resolution];
+  return {
+    compilerOptions: {
+      strict: true,
+      noEmit: true,
+      target: 'ES2022',
+      module,
+      ...(resolution === 'node10' ? {} : { moduleResolution: resolution }),
+      types: ['node'],
+      esModuleInterop: true,
+      lib: ['ES2023', 'DOM'],
+    },
+    files: ['index.ts'],
+  };
+}
+
+function typeCheck(dir: string, resolution: Resolution, source: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'index.ts'), source);
+  writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig(resolution)));
+  if (resolution === 'node16') writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', dir], dir);
+}
+
+const RESOLUTIONS = ['node10', 'node16', 'bundler'] as const;
+
+test.each(RESOLUTIONS)(
+  'a TypeScript consumer of the main entry type-checks under moduleResolution %s, without the optional peers',
+  (resolution) => {
+    typeCheck(
+      path.join(app, `ts-${resolution}`),
+      resolution,
+      `import express from 'express';
 import { keyFailover, KeyPool, createFailoverFetch, type KeySnapshot, type KeyFailoverOptions } from 'express-key-failover';
 const options: KeyFailoverOptions = { target: 'https://api.openai.com', failover: { 403: 'disable' }, byok: (req) => req.get('x-key') };
 const pool = new KeyPool({ keys: ['sk-a', { id: 'b', key: 'sk-b', weight: 2 }], strategy: 'round-robin' });
@@ -141,30 +201,79 @@ const fetch: typeof globalThis.fetch = createFailoverFetch(pool);
 keyFailover({ failover: { 429: 'retry' } });
 export { states, fetch };
 `,
-  );
-  writeFileSync(
-    path.join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      compilerOptions: {
-        strict: true,
-        noEmit: true,
-        target: 'ES2022',
-        module: resolution === 'node16' ? 'node16' : 'esnext',
-        moduleResolution: resolution,
-        types: ['node'],
-        esModuleInterop: true,
-        lib: ['ES2023', 'DOM'],
-      },
-      files: ['index.ts'],
-    }),
-  );
-  if (resolution === 'node16') writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
-  run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', dir], dir);
+    );
+  },
+);
+
+/**
+ * What a consumer writes with each subpath entry; each uses the entry's types
+ * against its peer's own (an @ts-expect-error proves they are not `any`). A new
+ * entry in the exports map needs its line here.
+ */
+const SUBPATH_USAGE: Record<string, string> = {
+  redis: `import { Redis } from 'ioredis';
+import { RedisStateStore, type RedisStateStoreOptions } from 'express-key-failover/redis';
+const options: RedisStateStoreOptions = { url: 'redis://127.0.0.1:6379', prefix: 'ekf:' };
+export const stores = [new RedisStateStore(options), new RedisStateStore({ client: new Redis({ lazyConnect: true }) })];
+// @ts-expect-error url is a string
+new RedisStateStore({ url: 6379 });
+`,
+  metrics: `import { Registry } from 'prom-client';
+import { poolMetrics, type PoolMetrics } from 'express-key-failover/metrics';
+export const metrics: PoolMetrics = poolMetrics(new KeyPool(['sk-a']), { register: new Registry(), prefix: 'gateway_' });
+// @ts-expect-error the first argument is a KeyPool
+poolMetrics({});
+`,
+};
+
+test('every subpath entry has a TypeScript consumer below', () => {
+  expect(Object.keys(SUBPATH_USAGE).sort()).toEqual([...subpaths].sort());
 });
 
-test('publint and arethetypeswrong find no problem', () => {
+test.each(RESOLUTIONS)('a TypeScript consumer of the main entry and every subpath type-checks under moduleResolution %s', (resolution) => {
+  const source = [`import { KeyPool } from 'express-key-failover';`, ...subpaths.map((entry) => SUBPATH_USAGE[entry] ?? '')].join('\n');
+  typeCheck(path.join(appWithPeers, `ts-${resolution}`), resolution, source);
+});
+
+test('typesVersions maps each subpath to the declarations of its exports entry (TypeScript node10 ignores the exports map)', () => {
+  const mapped = manifest.typesVersions['*'] ?? {};
+  expect(Object.keys(manifest.typesVersions)).toEqual(['*']);
+  expect(Object.keys(mapped).sort()).toEqual([...subpaths].sort());
+  for (const entry of subpaths) expect({ entry, types: mapped[entry] }).toEqual({ entry, types: [conditions(`./${entry}`).require.types] });
+});
+
+test('publint and arethetypeswrong (every resolution mode: node10, node16 from CJS and ESM, bundler) find no problem', () => {
   const publint = run(process.execPath, [path.join(root, 'node_modules/publint/src/cli.js'), '--strict'], root);
   expect(publint).not.toMatch(/Error|Warning/);
-  run(process.execPath, [path.join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', '.', '--profile', 'node16'], root);
-  expect(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).sideEffects).toBe(false);
+  // The default profile: every resolution mode, node10 included.
+  const attw = run(
+    process.execPath,
+    [path.join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', '.', '--format', 'json'],
+    root,
+  );
+  type Resolutions = Record<string, { resolution?: { fileName: string } }>;
+  const report = JSON.parse(attw) as {
+    problems: object;
+    analysis: { problems: unknown[]; entrypoints: Record<string, { resolutions: Resolutions }> };
+  };
+  expect(report.analysis.problems).toEqual([]);
+  expect(report.problems).toEqual({});
+  // Each entry's types, as attw resolved them in each mode: CommonJS declarations for node10 and require, ESM for import and bundlers.
+  const resolved = Object.fromEntries(
+    Object.entries(report.analysis.entrypoints).map(([entry, { resolutions }]) => [
+      entry,
+      Object.fromEntries(
+        Object.entries(resolutions).map(([mode, r]) => [mode, r.resolution?.fileName.replace('/node_modules/express-key-failover/', './')]),
+      ),
+    ]),
+  );
+  const expected = Object.fromEntries(
+    Object.keys(manifest.exports).map((entry) => {
+      if (entry === './package.json') return [entry, { node10: entry, 'node16-cjs': entry, 'node16-esm': entry, bundler: entry }];
+      const { import: esm, require: cjs } = conditions(entry);
+      return [entry, { node10: cjs.types, 'node16-cjs': cjs.types, 'node16-esm': esm.types, bundler: esm.types }];
+    }),
+  );
+  expect(resolved).toEqual(expected);
+  expect(manifest.sideEffects).toBe(false);
 });

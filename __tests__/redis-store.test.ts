@@ -1,14 +1,16 @@
 import type { Express } from 'express';
 import { Redis, type RedisOptions } from 'ioredis';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import request from 'supertest';
-import { KeyFailoverError, type KeyPoolOptions } from '../lib/index.js';
+import type { KeyPoolOptions } from '../lib/index.js';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, stateId } from './support/gateway.js';
 import { MockUpstream, byKey, ok } from './support/mock-upstream.js';
 import { openai } from './support/provider-answers.js';
 import { RedisServer } from './support/redis-server.js';
+import { needs } from './support/services.js';
+
+// Skipped, with one line at the end of the run, where redis-server is missing (a failure in CI mode).
+const { test, beforeAll, afterAll, beforeEach, afterEach } = needs('redis-server');
 
 /**
  * Two gateway replicas (two Express apps, two pools, two RedisStateStores)
@@ -29,7 +31,10 @@ let tests = 0;
 let prefix = '';
 
 beforeAll(async () => {
-  [redis, upstream] = await Promise.all([RedisServer.start(), MockUpstream.start()]);
+  // One after the other, so that afterAll can stop whichever started when the other failed (a listening
+  // mock upstream nobody closes keeps jest from exiting).
+  upstream = await MockUpstream.start();
+  redis = await RedisServer.start();
   inspector = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: true });
   inspector.on('error', () => {});
 });
@@ -37,14 +42,14 @@ beforeEach(() => {
   prefix = `ekf-test-${++tests}:`;
 });
 afterEach(async () => {
-  upstream.reset();
+  upstream?.reset();
   await Promise.all(stores.splice(0).map((store) => store.close()));
   for (const c of clients.splice(0)) c.disconnect();
 });
 afterAll(async () => {
-  inspector.disconnect();
+  inspector?.disconnect();
   await closeGateways();
-  await upstream.close();
+  await upstream?.close();
   await redis?.stop();
 });
 
@@ -238,39 +243,6 @@ test('a client you give is used and left open; the store subscribes on a duplica
   expect([mine.status, other.status]).toEqual(['ready', 'ready']);
 });
 
-describe('option validation', () => {
-  test.each([
-    [{}, 'ERR_EKF_INVALID_OPTION', /exactly one of option "client".*"url".*got neither/],
-    [{ url: 'redis://127.0.0.1:1', client: {} }, 'ERR_EKF_INVALID_OPTION', /exactly one of option "client".*got both/],
-    [{ url: 42 }, 'ERR_EKF_INVALID_OPTION', /"url" must be a redis:\/\/ or rediss:\/\/ URL string, got 42/],
-    [{ url: 'http://:hunter2@127.0.0.1' }, 'ERR_EKF_INVALID_OPTION', /"url" must be .* got another string/],
-    [{ client: {} }, 'ERR_EKF_INVALID_OPTION', /"client" must be an ioredis client/],
-    [{ url: 'redis://127.0.0.1:1', prefix: '' }, 'ERR_EKF_INVALID_OPTION', /"prefix" must be a non-empty string/],
-    [{ url: 'redis://127.0.0.1:1', now: 5 }, 'ERR_EKF_INVALID_OPTION', /"now" must be a function/],
-    [{ url: 'redis://127.0.0.1:1', logger: 'yes' }, 'ERR_EKF_INVALID_OPTION', /"logger" must be an object with a warn/],
-    [
-      { url: 'redis://127.0.0.1:1', operationTimeoutMs: 0 },
-      'ERR_EKF_INVALID_OPTION',
-      /"operationTimeoutMs" must be a positive integer, got 0/,
-    ],
-    [{ url: 'redis://127.0.0.1:1', resyncIntervalMs: -1 }, 'ERR_EKF_INVALID_OPTION', /"resyncIntervalMs" must be a non-negative integer/],
-    [{ url: 'redis://127.0.0.1:1', host: 'x' }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "host"/],
-    [null, 'ERR_EKF_INVALID_OPTION', /expected an options object/],
-  ])('rejects %p', (input, code, message) => {
-    let error: unknown;
-    try {
-      new RedisStateStore(input as never);
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(KeyFailoverError);
-    expect((error as KeyFailoverError).code).toBe(code);
-    expect((error as KeyFailoverError).message).toMatch(message);
-    expect((error as KeyFailoverError).message).toMatch(/^new RedisStateStore\(\)/);
-    expect((error as KeyFailoverError).message).not.toContain('hunter2');
-  });
-});
-
 test('no key value is ever stored in Redis or published', async () => {
   const messages: string[] = [];
   const sniffer = client();
@@ -305,21 +277,6 @@ test('no key value is ever stored in Redis or published', async () => {
   expect(messages.some((m) => m.includes(`"id":"${IDS.get('key-1')}"`) && m.includes('"reason":"quota"'))).toBe(true);
   expect(messages.some((m) => m.includes('"scope":"gpt-4o-mini"'))).toBe(true);
   for (const text of [...stored, ...messages]) for (const key of KEYS) expect(text).not.toContain(key);
-});
-
-test('the main entry does not import ioredis, even indirectly: only ./redis does', () => {
-  const seen = new Set<string>();
-  const visit = (file: string): void => {
-    if (seen.has(file)) return;
-    seen.add(file);
-    for (const [, spec] of readFileSync(file, 'utf8').matchAll(/^(?:import|export)[^'"]*from '([^']+)'/gm)) {
-      if (spec!.startsWith('.')) visit(path.resolve(path.dirname(file), spec!.replace(/\.js$/, '.ts')));
-      else seen.add(spec!);
-    }
-  };
-  visit(path.join(__dirname, '..', 'lib', 'index.ts'));
-  expect([...seen].filter((f) => /ioredis|redis-store/.test(f))).toEqual([]);
-  expect(seen.size).toBeGreaterThan(10);
 });
 
 test('Redis hanging: requests do not wait, one warning, and the marks arrive once it answers again', async () => {

@@ -2,15 +2,18 @@ import { existsSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
 import { chromium, type Browser } from 'playwright-core';
 
-/** Debian's chromium (CI installs it); CHROMIUM_PATH points elsewhere. */
-export const CHROMIUM_PATH = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+/** Debian's chromium (`npm test` installs it as root); CHROMIUM_PATH points elsewhere. */
+export const CHROMIUM_PATH = process.env['CHROMIUM_PATH'] || '/usr/bin/chromium';
 
-/** A real headless Chromium. A missing browser is an error, never a skip: the page test must run. */
+/**
+ * A real headless Chromium. Where there is none, the page suite is skipped before it gets here
+ * (`needs('chromium')`, a failure in CI mode); this error is for a run without the globalSetup.
+ */
 export async function launchChromium(): Promise<Browser> {
   if (!existsSync(CHROMIUM_PATH)) {
     throw new Error(
       `Chromium not found at ${CHROMIUM_PATH}: the status page test needs a real browser. ` +
-        `Install Debian's chromium (apt-get install chromium; .ci/run does) or set CHROMIUM_PATH.`,
+        `Install Debian's chromium (apt-get install chromium; npm test does as root) or set CHROMIUM_PATH.`,
     );
   }
   return chromium.launch({

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 
 /**
- * A real redis-server (the Debian package; `.ci/run` installs it) on a free
+ * A real redis-server (the Debian package; `npm test` installs it as root) on a free
  * loopback port, without persistence, stopped by its PID. `kill()` then
  * `start()` is a crash and a restart on the same port, with an empty database;
  * `pause()` / `resume()` a server that hangs and comes back.
@@ -34,9 +34,15 @@ export class RedisServer {
     });
     exited.catch(() => {});
     const deadline = Date.now() + 5000;
-    while (!(await Promise.race([ping(this.port), exited]))) {
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer PING within 5 s`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
+    try {
+      while (!(await Promise.race([ping(this.port), exited]))) {
+        if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer PING within 5 s`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    } catch (error) {
+      // A server that never answered is still a child of this process: stop it, or jest would wait for it.
+      await this.kill();
+      throw error;
     }
   }
 
@@ -44,7 +50,7 @@ export class RedisServer {
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const child = this.child;
     this.child = undefined;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
     const gone = new Promise((resolve) => child.once('exit', resolve));
     process.kill(child.pid!, signal);
     if (this.paused) process.kill(child.pid!, 'SIGCONT'); // a stopped process acts on SIGTERM only once continued
