@@ -93,7 +93,7 @@ function analyse(file: string, window: [number, number], requests: number, targe
   const pct = (hits: number): string => `${((100 * hits) / busy).toFixed(1).padStart(5)}%`;
   const top = (map: Map<string, number>, n: number): [string, number][] => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
   console.log(
-    `\n${busy} busy samples of ${total}; ${requests} requests; target CPU ${targetCpuMs} ms = ${((targetCpuMs * 1000) / requests).toFixed(0)} µs/request`,
+    `\n${busy} busy samples of ${total}; ${requests} requests; target CPU ${targetCpuMs.toFixed(0)} ms = ${((targetCpuMs * 1000) / requests).toFixed(0)} µs/request`,
   );
   console.log(`shares of busy (non-idle) samples; µs/req = share x target CPU / requests\n\nby package (self time):`);
   for (const [name, hits] of top(categories, 14)) console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
@@ -132,6 +132,7 @@ function parseArgs(argv: string[]): { target: Target; seconds: number; load: str
 
 async function main(): Promise<void> {
   const { target, seconds, load, topN } = parseArgs(process.argv.slice(2));
+  if (!target.upstream && load !== 'json') throw new Error(`${target.id} answers by itself: --load json only`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ekf-profile-'));
   // Direct: the mock is the process under the profiler.
   const mock = await startChild('mock upstream', 'mock-upstream.ts', [], target.file ? [] : PROFILE_FLAGS(dir));

@@ -36,7 +36,8 @@ export async function selfCheck(e: Endpoint, mock: Child): Promise<string | unde
   try {
     const before = await mockStats(mock.port);
     const json = await postJson(e.port, bearer(e));
-    if (json.status !== 200 || json.body !== COMPLETION) throw new Error(`JSON check got ${json.status} ${json.body.slice(0, 200)}`);
+    if (json.status !== 200 || json.body !== COMPLETION)
+      throw new Error(`JSON check got ${json.status}${json.body ? ` ${json.body.slice(0, 200)}` : ' with an empty body'}`);
     if (e.target.upstream) {
       for (const kind of STREAM_KINDS) {
         const held = await openHeldStreams(e.port, mock.port, kind, e.key, 1, { timeoutMs: 5_000 });
