@@ -9,13 +9,26 @@
  *   - a stream's preamble (every event up to the first text delta) goes out at once, one write per event,
  *     each in its own turn of the event loop, as separate chunks; the rest SSE_TAIL_MS later, or, with
  *     `"bench_hold":true`, when GET /__release is called.
+ * 200 answers carry the provider's usual headers (rate-limit state, organization, request id).
  * GET /__stats: answers by status, requests by key, streams held open, client keys seen.
  * Prints `PORT <n>` when listening.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { STREAMS, type StreamKind } from './provider-streams.js';
-import { CHAT, CLIENT_KEY, COMPLETION, KEYS, MESSAGES, REJECTED_KEY, RELEASE_PATH, RESPONSES, STATS_PATH } from './shared.js';
+import {
+  ANTHROPIC_HEADERS,
+  CHAT,
+  CLIENT_KEY,
+  COMPLETION,
+  KEYS,
+  MESSAGES,
+  OPENAI_HEADERS,
+  REJECTED_KEY,
+  RELEASE_PATH,
+  RESPONSES,
+  STATS_PATH,
+} from './shared.js';
 
 const SSE_TAIL_MS = 5;
 const ROUTES: Record<string, StreamKind> = { [CHAT]: 'chat', [RESPONSES]: 'responses', [MESSAGES]: 'messages' };
@@ -70,11 +83,15 @@ function answer(kind: StreamKind, body: Buffer, req: IncomingMessage, res: Serve
   stats.byKey[name] = (stats.byKey[name] ?? 0) + 1;
   if (!body.includes(STREAM)) {
     if (kind !== 'chat') return json(res, 400, '{"error":{"message":"the bench mock streams only on this route"}}');
-    return json(res, 200, COMPLETION);
+    return json(res, 200, COMPLETION, OPENAI_HEADERS);
   }
   stats.answered[200] = (stats.answered[200] ?? 0) + 1;
   const stream = STREAMS[kind];
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    ...(anthropic ? ANTHROPIC_HEADERS : OPENAI_HEADERS),
+  });
   writePreamble(res, stream.preamble, 0, () => {
     if (body.includes(HOLD)) {
       held.set(res, stream.tail);

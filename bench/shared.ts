@@ -32,6 +32,39 @@ export const COMPLETION = JSON.stringify({
   usage: { prompt_tokens: 42, completion_tokens: 12, total_tokens: 54 },
 });
 
+/**
+ * What the providers send with every 200 answer, so that a relay copies (and a later version may read)
+ * as many headers as in production. Not exhausted: nothing here should cool a key.
+ */
+export const OPENAI_HEADERS = {
+  'openai-organization': 'org-bench0000000000000000',
+  'openai-processing-ms': '212',
+  'openai-project': 'proj_bench00000000000000',
+  'openai-version': '2020-10-01',
+  'x-ratelimit-limit-requests': '10000',
+  'x-ratelimit-limit-tokens': '30000000',
+  'x-ratelimit-remaining-requests': '9999',
+  'x-ratelimit-remaining-tokens': '29999785',
+  'x-ratelimit-reset-requests': '6ms',
+  'x-ratelimit-reset-tokens': '0s',
+  'x-request-id': 'req_0b9c3f0e8d7a4f6b9c1d2e3f4a5b6c7d',
+};
+export const ANTHROPIC_HEADERS = {
+  'anthropic-organization-id': '00000000-0000-4000-8000-000000000000',
+  'anthropic-ratelimit-requests-limit': '4000',
+  'anthropic-ratelimit-requests-remaining': '3999',
+  'anthropic-ratelimit-requests-reset': '2026-01-01T00:00:01Z',
+  'anthropic-ratelimit-input-tokens-limit': '2000000',
+  'anthropic-ratelimit-input-tokens-remaining': '2000000',
+  'anthropic-ratelimit-input-tokens-reset': '2026-01-01T00:00:00Z',
+  'anthropic-ratelimit-output-tokens-limit': '400000',
+  'anthropic-ratelimit-output-tokens-remaining': '400000',
+  'anthropic-ratelimit-output-tokens-reset': '2026-01-01T00:00:00Z',
+  'anthropic-ratelimit-tokens-limit': '2400000',
+  'anthropic-ratelimit-tokens-remaining': '2400000',
+  'anthropic-ratelimit-tokens-reset': '2026-01-01T00:00:00Z',
+  'request-id': 'req_011CVbench000000000000000',
+};
 /** Which header carries the key on each route: Anthropic's x-api-key, OpenAI's bearer token. */
 export function keyHeader(path: string, key: string): [name: string, value: string] {
   return path.startsWith(MESSAGES) ? ['x-api-key', key] : ['authorization', `Bearer ${key}`];

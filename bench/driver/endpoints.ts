@@ -1,5 +1,5 @@
 /** Starting a target and proving it correct before any load: shared by the bench and the profiler. */
-import { COMPLETION, CLIENT_KEY, KEYS, MODEL, OTHER_MODEL } from '../shared.js';
+import { COMPLETION, CLIENT_KEY, KEYS, MODEL, OPENAI_HEADERS, OTHER_MODEL } from '../shared.js';
 import { startChild, type Child } from './processes.js';
 import { STREAM_KINDS } from './report.js';
 import { abortReachesUpstream, mockStats, openHeldStreams, postJson } from './streams.js';
@@ -38,6 +38,9 @@ export async function selfCheck(e: Endpoint, mock: Child): Promise<string | unde
     const json = await postJson(e.port, bearer(e));
     if (json.status !== 200 || json.body !== COMPLETION)
       throw new Error(`JSON check got ${json.status}${json.body ? ` ${json.body.slice(0, 200)}` : ' with an empty body'}`);
+    // Relayed unchanged: the provider's own headers reach the client too.
+    for (const name of ['x-request-id', 'x-ratelimit-remaining-tokens'] as const)
+      if (json.headers[name] !== OPENAI_HEADERS[name]) throw new Error(`the JSON answer's ${name} header did not reach the client`);
     if (e.target.upstream) {
       for (const kind of STREAM_KINDS) {
         const held = await openHeldStreams(e.port, mock.port, kind, e.key, 1, { timeoutMs: 5_000 });

@@ -17,6 +17,7 @@ export interface PostOptions {
 
 export interface PostResult {
   status: number;
+  headers: http.IncomingHttpHeaders;
   contentType: string;
   body: string;
   firstByteMs: number;
@@ -50,7 +51,14 @@ export function post(port: number, options: PostOptions): Promise<PostResult> {
           }
         });
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type']), body, firstByteMs, markerMs }),
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            contentType: String(res.headers['content-type']),
+            body,
+            firstByteMs,
+            markerMs,
+          }),
         );
         res.on('error', reject);
       },

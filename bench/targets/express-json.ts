@@ -4,7 +4,7 @@
  * What Express alone costs per request; mounted like keyFailover.
  */
 import express from 'express';
-import { CHAT, COMPLETION } from '../shared.js';
+import { CHAT, COMPLETION, OPENAI_HEADERS } from '../shared.js';
 import { listen } from './listen.js';
 
 const length = String(Buffer.byteLength(COMPLETION));
@@ -14,7 +14,7 @@ app.use((req, res, next) => {
   const chunks: Buffer[] = [];
   req.on('data', (chunk: Buffer) => chunks.push(chunk));
   req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': length });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': length, ...OPENAI_HEADERS });
     res.end(COMPLETION);
   });
 });
