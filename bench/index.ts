@@ -5,202 +5,196 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { runLoad } from './driver/load.js';
+import { jsonRequest, runLoad } from './driver/load.js';
 import { ROOT, cpuMs, killAll, liveChildren, machineBusyMs, rssKb, startChild, stopChild, type Child } from './driver/processes.js';
 import {
+  MEMORY_KINDS,
+  Passes,
+  STREAM_KINDS,
   check,
   checkLines,
+  cpuTable,
+  latencyTable,
   median,
-  medianView,
-  roundView,
-  table,
+  memoryTable,
+  type Check,
+  type MemoryFigure,
   type MemoryFigures,
-  type RoundFigures,
+  type MemoryKind,
+  type PassFigures,
   type TargetFigures,
-  type View,
 } from './driver/report.js';
-import { get, openHeldStreams, postChat, sseFirstByte } from './driver/streams.js';
-import { CLIENT_KEY, KEYS, STATS_PATH } from './shared.js';
-
-const QUICK = process.env['BENCH_QUICK'] === '1';
-const SETTINGS = {
-  rounds: QUICK ? 2 : 4,
-  warmupSeconds: QUICK ? 1 : 1.5,
-  // Short runs, many of them: this machine's speed drifts within seconds.
-  throughputSeconds: QUICK ? 1 : 1.5,
-  throughputConnections: 50,
-  latencySeconds: QUICK ? 0.5 : 0.75,
-  sseSamples: QUICK ? 20 : 40,
-  openStreams: 1000,
-};
-const HARD_LIMIT_MS = 290_000;
-
-interface Target {
-  id: number;
-  name: string;
-  /** Under bench/; none for the direct run against the mock. */
-  file?: string;
-  /** A repeat of another target, to show the noise: no memory run, no check. */
-  control?: boolean;
-}
-
-const TARGETS: Target[] = [
-  { id: 1, name: 'direct to the mock (floor)' },
-  { id: 2, name: 'node:http keep-alive pipe proxy', file: 'targets/2-node-pipe.ts' },
-  { id: 3, name: 'Express + http-proxy-middleware, 1 key', file: 'targets/3-express-hpm.ts' },
-  { id: 4, name: 'Express + keyFailover, 3 keys healthy', file: 'targets/4-failover-3-keys.ts' },
-  { id: 5, name: 'keyFailover, key 0 always 429', file: 'targets/5-failover-429.ts' },
-  { id: 6, name: 'keyFailover, 10 000 keys, 10% cooling', file: 'targets/6-failover-10k-keys.ts' },
-  // Not one of the issue's targets: 4 again in a second process. 7 vs 4 should be 1.00; how far it strays is this run's noise.
-  { id: 7, name: 'control: 4 again, own process', file: 'targets/4-failover-3-keys.ts', control: true },
-];
-
-/** A running target: where to send, whose CPU to read, which key to send. */
-interface Endpoint {
-  target: Target;
-  port: number;
-  pid: number;
-  authorization: string;
-  child?: Child;
-}
+import { bearer, selfCheck, startEndpoint, type Endpoint } from './driver/endpoints.js';
+import { firstContent, mockStats, openHeldStreams } from './driver/streams.js';
+import { FLOORS, TARGETS } from './driver/targets.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
-async function startEndpoint(target: Target, mock: Child): Promise<Endpoint> {
-  // Direct: the client must carry a key the mock accepts. Proxies get the client's key and must swap it.
-  if (!target.file) return { target, port: mock.port, pid: mock.pid, authorization: `Bearer ${KEYS[0]}` };
-  const child = await startChild(`target ${target.id}`, target.file, [`http://127.0.0.1:${mock.port}`]);
-  return { target, port: child.port, pid: child.pid, authorization: `Bearer ${CLIENT_KEY}`, child };
-}
+const QUICK = process.env['BENCH_QUICK'] === '1';
+const SETTINGS = {
+  passes: QUICK ? 2 : 4,
+  memoryPasses: QUICK ? 1 : 3,
+  warmupSeconds: QUICK ? 0.5 : 1,
+  // Short runs, many of them: this machine's speed drifts within seconds.
+  throughputSeconds: QUICK ? 0.5 : 1,
+  throughputConnections: 50,
+  latencySeconds: QUICK ? 0.25 : 0.5,
+  streamSamples: QUICK ? 10 : 25,
+  streamWarmup: QUICK ? 2 : 5,
+  openStreams: QUICK ? 500 : 1000,
+  fillStreams: QUICK ? 100 : 250,
+};
+const HARD_LIMIT_MS = 295_000;
+// A full GC on request; young generation kept small, so that its empty pages do not hide what the streams add to RSS.
+const MEMORY_NODE_FLAGS = ['--expose-gc', '--max-semi-space-size=1', '--min-semi-space-size=1'];
 
-/** One request of each kind before any load: a target that answers wrongly is not worth measuring. */
-async function checkEndpoint({ target, port, authorization }: Endpoint, mock: Child): Promise<void> {
-  const agent = new http.Agent({ keepAlive: false });
-  const json = await postChat(port, { agent, body: '{"model":"gpt-4o-mini","messages":[]}', authorization });
-  agent.destroy();
-  if (json.status !== 200 || !json.body.includes('chat.completion'))
-    throw new Error(`target ${target.id}: JSON check got ${json.status} ${json.body}`);
-  // The mock holds this stream after its first event: the first byte arrives only if the target streams.
-  const stream = await openHeldStreams(port, mock.port, authorization, 1).catch((error: Error) => {
-    throw new Error(`target ${target.id}: SSE check: ${error.message}`);
-  });
-  await stream.release();
-}
-
-async function rejectedByMock(mock: Child): Promise<number> {
-  return (JSON.parse(await get(mock.port, STATS_PATH)) as Record<string, number>)['429'] ?? 0;
-}
-
-async function measureRound(e: Endpoint, mock: Child, round: number): Promise<RoundFigures> {
+async function measurePass(e: Endpoint, mock: Child, pass: number): Promise<PassFigures> {
   // Ours: the driver (load generator), the mock and the target. Whatever else the machine did is someone else's.
   const pids = [...new Set([process.pid, mock.pid, e.pid])];
   const oursMs = (): number => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+  const rejected = async (): Promise<number> => (await mockStats(mock.port)).answered['429'] ?? 0;
+  const rejectedBefore = await rejected();
   const [cpuBefore, oursBefore, machineBefore, started] = [cpuMs(e.pid), oursMs(), machineBusyMs(), performance.now()];
-  const rejectedBefore = await rejectedByMock(mock);
-  const throughput = await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.throughputSeconds, e.authorization);
-  // Target 5 must fail over on every request: the mock must have rejected key 0 at least once per answer.
-  const rejected = (await rejectedByMock(mock)) - rejectedBefore;
-  if (e.target.id === 5 && rejected < throughput.ok)
-    throw new Error(`target 5: ${throughput.ok} answers but only ${rejected} 429s from the mock`);
-  if (e.target.id !== 5 && rejected > 0) throw new Error(`target ${e.target.id}: the mock answered ${rejected} 429s`);
+  const throughput = await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.throughputSeconds, jsonRequest(bearer(e)));
   const cpuUsPerRequest = ((cpuMs(e.pid) - cpuBefore) * 1000) / Math.max(1, throughput.ok + throughput.non2xx);
   const foreignMs = machineBusyMs() - machineBefore - (oursMs() - oursBefore);
   const otherLoad = Math.max(0, foreignMs / ((performance.now() - started) * os.cpus().length));
-  const latency = await runLoad(e.port, 1, SETTINGS.latencySeconds, e.authorization);
+  // kf-429 must fail over on every request: the mock must have rejected key 0 at least once per answer.
+  const rejections = (await rejected()) - rejectedBefore;
+  if (e.target.failsOverOnce && rejections < throughput.ok)
+    throw new Error(`${e.target.id}: ${throughput.ok} answers but only ${rejections} 429s from the mock`);
+  const latency = await runLoad(e.port, 1, SETTINGS.latencySeconds, jsonRequest(bearer(e)));
   for (const [what, r] of [
     ['50c', throughput],
     ['1c', latency],
   ] as const) {
     if (r.non2xx || r.errors || r.timeouts)
-      throw new Error(`target ${e.target.id} ${what}: non2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`);
+      throw new Error(`${e.target.id} ${what}: non2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`);
+  }
+  let content: PassFigures['firstContent'];
+  if (e.target.upstream) {
+    content = {} as NonNullable<PassFigures['firstContent']>;
+    for (const kind of STREAM_KINDS) content[kind] = await firstContent(e.port, kind, e.key, SETTINGS.streamSamples, SETTINGS.streamWarmup);
   }
   log(
-    `  round ${round} target ${e.target.id}: ${throughput.rps.toFixed(0).padStart(5)} req/s @50c, ${cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/req, ` +
-      `other processes ${(otherLoad * 100).toFixed(0).padStart(2)}% of the CPUs; @1c p50 ${latency.p50.toFixed(3)} ms, p99 ${latency.p99.toFixed(3)} ms`,
+    `  pass ${pass} ${e.target.id.padEnd(13)} ${throughput.rps.toFixed(0).padStart(5)} req/s @50c, ${cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/req, ` +
+      `other processes ${(otherLoad * 100).toFixed(0).padStart(2)}%; @1c p50 ${latency.p50.toFixed(3)} ms` +
+      (content ? `; 1st content p50 ${STREAM_KINDS.map((k) => `${k} ${content[k].p50.toFixed(3)}`).join(', ')} ms` : ''),
   );
-  return { round, throughput, cpuUsPerRequest, otherLoad, latency };
+  return { pass, throughput, cpuUsPerRequest, otherLoad, latency, ...(content ? { firstContent: content } : {}) };
 }
 
-/** In a fresh process: RSS before and with `openStreams` SSE streams held open by the mock. */
-async function measureMemory(target: Target, mock: Child): Promise<MemoryFigures> {
-  const e = await startEndpoint(target, mock);
-  try {
-    // Warm every code path once, then let the process settle before the baseline.
-    await runLoad(e.port, 10, 1, e.authorization);
-    await sseFirstByte(e.port, e.authorization, 20, 0);
-    await sleep(500);
-    const rssBeforeKb = rssKb(e.pid);
-    const streams = await openHeldStreams(e.port, mock.port, e.authorization, SETTINGS.openStreams);
-    await sleep(500);
-    const rssAfterKb = rssKb(e.pid);
-    await streams.release();
-    const kbPerStream = (rssAfterKb - rssBeforeKb) / SETTINGS.openStreams;
-    log(
-      `  target ${target.id}: RSS ${rssBeforeKb} KB -> ${rssAfterKb} KB with ${SETTINGS.openStreams} open streams = ${kbPerStream.toFixed(1)} KB/stream`,
-    );
-    return { streams: SETTINGS.openStreams, rssBeforeKb, rssAfterKb, kbPerStream };
-  } finally {
-    if (e.child) await stopChild(e.child);
-  }
+/** VmRSS and the JS heap in use (heapUsed + external) right after a full GC: the target runs with --expose-gc and collects on SIGUSR2. */
+async function afterGc(e: Endpoint): Promise<{ rssKb: number; retainedKb: number }> {
+  const line = e.child!.nextLine('GC ', 10_000);
+  process.kill(e.pid, 'SIGUSR2');
+  const usage = JSON.parse((await line).slice(3)) as NodeJS.MemoryUsage;
+  await sleep(100);
+  return { rssKb: rssKb(e.pid), retainedKb: (usage.heapUsed + usage.external) / 1024 };
 }
 
-/** Every check is computed within each round (targets measured seconds apart), then the median is judged. */
-function checks(figures: TargetFigures[]) {
-  const byId = (id: number): TargetFigures => figures.find((t) => t.id === id)!;
-  const perRound = (compute: (v: (id: number) => View) => number): number[] =>
-    byId(1).rounds.map((_, i) => compute((id) => roundView(byId(id), i)));
-  const failoverCost = perRound((v) => v(5).p50 - v(4).p50 - v(1).p50);
+/**
+ * In a fresh process: what `openStreams` more streams of `kind`, held open by the mock after their
+ * first content, add to RSS and to the heap in use, each read after a full GC. The baseline is taken
+ * with `fillStreams` already open, so that the heap a warm process has free does not absorb the first ones.
+ */
+async function measureMemory(e: Endpoint, mock: Child, kind: MemoryKind, pass: number): Promise<MemoryFigures> {
+  await runLoad(e.port, 10, 0.5, jsonRequest(bearer(e)));
+  for (const k of STREAM_KINDS) await firstContent(e.port, k, e.key, 5, 0);
+  const fill = await openHeldStreams(e.port, mock.port, kind, e.key, SETTINGS.fillStreams);
+  await sleep(200);
+  const before = await afterGc(e);
+  const streams = await openHeldStreams(e.port, mock.port, kind, e.key, SETTINGS.openStreams);
+  await sleep(300);
+  const after = await afterGc(e);
+  await Promise.all([fill.release(), streams.release()]);
+  const kbPerStream = (after.rssKb - before.rssKb) / SETTINGS.openStreams;
+  const retainedKbPerStream = (after.retainedKb - before.retainedKb) / SETTINGS.openStreams;
+  log(
+    `  memory pass ${pass} ${e.target.id.padEnd(13)} ${kind.padEnd(9)} RSS ${before.rssKb} KB -> ${after.rssKb} KB with ${SETTINGS.openStreams} more open streams: ` +
+      `${kbPerStream.toFixed(1)} KB/stream RSS, ${retainedKbPerStream.toFixed(1)} KB/stream heap in use`,
+  );
   return {
-    failoverCost,
-    noise: perRound((v) => v(7).rps / v(4).rps),
-    list: [
-      check(
-        '4 vs 3 throughput (failover must cost less than the naive proxy)',
-        '×',
-        '≥',
-        1.2,
-        perRound((v) => v(4).rps / v(3).rps),
-      ),
-      check(
-        '4 vs 2 throughput',
-        '×',
-        '≥',
-        0.6,
-        perRound((v) => v(4).rps / v(2).rps),
-      ),
-      check(
-        '4 vs 2 added p50 latency at c=1',
-        'ms',
-        '≤',
-        0.3,
-        perRound((v) => v(4).p50 - v(2).p50),
-      ),
-      check(
-        '6 vs 4 throughput (pool size must not matter)',
-        '×',
-        '≥',
-        0.95,
-        perRound((v) => v(6).rps / v(4).rps),
-      ),
-      check('5 failover cost beyond the extra upstream round trip: p50(5) - p50(4) - p50(1)', 'ms', '≤', 0.2, failoverCost),
-      check('4 RSS per open stream', 'KB', '≤', 64, [byId(4).memory!.kbPerStream]),
-      check(
-        '4 vs 2 SSE first byte p50 overhead',
-        'ms',
-        '≤',
-        0.5,
-        perRound((v) => v(4).ttfbP50 - v(2).ttfbP50),
-      ),
-    ],
+    pass,
+    kind,
+    streams: SETTINGS.openStreams,
+    rssBeforeKb: before.rssKb,
+    rssAfterKb: after.rssKb,
+    kbPerStream,
+    retainedKbPerStream,
   };
 }
 
+/** The issue's acceptance, each computed within each pass (targets measured seconds apart), then the median judged. */
+function checks(passes: Passes): Check[] {
+  const na = (...ids: string[]): string | undefined =>
+    ids.map((id) => passes.byId(id).na).find((reason) => reason !== undefined) ?? (passes.available(...ids) ? undefined : 'not measured');
+  const cpu = (id: string, floor: string): number[] =>
+    na(id, floor) ? [] : passes.each((of) => of(id).cpuUsPerRequest / of(floor).cpuUsPerRequest);
+  const content = (kind: (typeof STREAM_KINDS)[number]): number[] =>
+    na('kf-3', FLOORS.B) ? [] : passes.each((of) => of('kf-3').firstContent![kind].p50 - of(FLOORS.B).firstContent![kind].p50);
+  const kb = (kind: MemoryKind, figure: MemoryFigure): number[] => passes.eachMemory(kind, figure, (v) => v('kf-3') - v(FLOORS.B));
+  return [
+    check(`kf-3 / ${FLOORS.B}: CPU µs per request`, '×', '≤', 1.05, cpu('kf-3', FLOORS.B), na('kf-3', FLOORS.B)),
+    check(
+      `kf-3 - ${FLOORS.B}: KB RSS per open stream (chat; RSS is noisy, see bench/README.md)`,
+      'KB',
+      '≤',
+      2,
+      kb('chat', 'kbPerStream'),
+      na('kf-3', FLOORS.B),
+    ),
+    check(`kf-3 - ${FLOORS.B}: KB heap per open stream (chat)`, 'KB', '≤', 2, kb('chat', 'retainedKbPerStream'), na('kf-3', FLOORS.B)),
+    check(
+      `kf-3 - ${FLOORS.B}: KB RSS per open stream (Responses, after its preamble and first text; noisy)`,
+      'KB',
+      '≤',
+      2,
+      kb('responses', 'kbPerStream'),
+      na('kf-3', FLOORS.B),
+    ),
+    check(
+      `kf-3 - ${FLOORS.B}: KB heap per open stream (Responses, after its preamble and first text)`,
+      'KB',
+      '≤',
+      2,
+      kb('responses', 'retainedKbPerStream'),
+      na('kf-3', FLOORS.B),
+    ),
+    check('kf-10k / kf-3: CPU µs per request (pool size must not matter)', '×', '≤', 1.03, cpu('kf-10k', 'kf-3'), na('kf-10k', 'kf-3')),
+    check(`kf-node / ${FLOORS.C}: CPU µs per request`, '×', '≤', 1.15, cpu('kf-node', FLOORS.C), na('kf-node', FLOORS.C)),
+    check(`kf-3 - ${FLOORS.B}: chat SSE first event, p50`, 'ms', '≤', 0.3, content('chat'), na('kf-3', FLOORS.B)),
+    check(`kf-3 - ${FLOORS.B}: Responses first text delta, p50`, 'ms', '≤', 0.3, content('responses'), na('kf-3', FLOORS.B)),
+    check(`kf-3 - ${FLOORS.B}: Messages first text delta, p50`, 'ms', '≤', 0.3, content('messages'), na('kf-3', FLOORS.B)),
+    check(
+      'failover cost beyond the extra round trip: p50(kf-429) - p50(kf-3) - p50(direct) @1c',
+      'ms',
+      '≤',
+      0.1,
+      na('kf-429', 'kf-3') ? [] : failoverCost(passes),
+      na('kf-429', 'kf-3'),
+    ),
+    check(
+      'kf-scoped / kf-3: CPU µs per request (a scoped cooldown for another model)',
+      '×',
+      '≤',
+      1.03,
+      cpu('kf-scoped', 'kf-3'),
+      na('kf-scoped', 'kf-3'),
+    ),
+  ];
+}
+
+function failoverCost(passes: Passes): number[] {
+  return passes.each((of) => of('kf-429').latency.p50 - of('kf-3').latency.p50 - of('direct').latency.p50);
+}
+
 function versions(): Record<string, string> {
-  const version = (dir: string): string => JSON.parse(readFileSync(path.join(ROOT, dir, 'package.json'), 'utf8')).version;
+  const version = (dir: string): string =>
+    (JSON.parse(readFileSync(path.join(ROOT, dir, 'package.json'), 'utf8')) as { version: string }).version;
   const git = (...args: string[]): string => {
     try {
       return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -216,64 +210,108 @@ function versions(): Record<string, string> {
   return out;
 }
 
+async function loadPasses(mock: Child, figures: TargetFigures[]): Promise<void> {
+  const own = (id: string): TargetFigures => figures.find((t) => t.id === id)!;
+  for (let pass = 1; pass <= SETTINGS.passes; pass++) {
+    // Fresh processes every pass: two processes of the same code can differ by a third for their whole life
+    // (see the control row), so a process's luck must not follow a target through all passes.
+    const started = await Promise.all(TARGETS.filter((t) => !own(t.id).na).map((target) => startEndpoint(target, mock)));
+    const endpoints: Endpoint[] = [];
+    try {
+      for (const e of started) {
+        const na = await selfCheck(e, mock);
+        if (na === undefined) {
+          endpoints.push(e);
+          continue;
+        }
+        if (pass > 1) throw new Error(`${e.target.id} passed its self-check in pass 1 but not in pass ${pass}: ${na}`);
+        own(e.target.id).na = na;
+        log(`  ${e.target.id}: n/a (${na})`);
+        if (e.child) await stopChild(e.child);
+      }
+      for (const e of endpoints) await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.warmupSeconds, jsonRequest(bearer(e)));
+      // Requests still in flight in a target when autocannon stops must not land in the next target's window.
+      await sleep(250);
+      log(
+        `pass ${pass}: ${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1, ` +
+          `${SETTINGS.streamSamples} streams of each kind`,
+      );
+      // Alternate the order so that drift in the machine's speed does not favour one end of the list.
+      for (const e of pass % 2 === 1 ? endpoints : [...endpoints].reverse()) own(e.target.id).passes.push(await measurePass(e, mock, pass));
+    } finally {
+      for (const e of started) if (e.child) await stopChild(e.child);
+    }
+  }
+}
+
+async function memoryPasses(mock: Child, figures: TargetFigures[]): Promise<void> {
+  const own = (id: string): TargetFigures => figures.find((t) => t.id === id)!;
+  for (let pass = 1; pass <= SETTINGS.memoryPasses; pass++) {
+    const targets = TARGETS.filter((t) => !own(t.id).na && (t.memory === 'every' || (t.memory === 'first' && pass === 1)));
+    log(`memory pass ${pass}: ${SETTINGS.openStreams} open streams through each proxy, each kind in a fresh process`);
+    const runs = targets.flatMap((target) => MEMORY_KINDS.map((kind) => ({ target, kind })));
+    const started = await Promise.all(runs.map(async (run) => ({ ...run, e: await startEndpoint(run.target, mock, MEMORY_NODE_FLAGS) })));
+    try {
+      for (const { target, kind, e } of pass % 2 === 1 ? started : [...started].reverse()) {
+        own(target.id).memory.push(await measureMemory(e, mock, kind, pass));
+        await stopChild(e.child!);
+      }
+    } finally {
+      for (const { e } of started) await stopChild(e.child!);
+    }
+  }
+}
+
 async function main(): Promise<number> {
   const started = Date.now();
   const loadBefore = os.loadavg();
   const info = versions();
   log(
-    `${Object.entries(info)
+    Object.entries(info)
       .map(([k, v]) => `${k} ${v}`)
-      .join(' | ')}`,
+      .join(' | '),
   );
   log(
     `${os.cpus().length} CPUs, load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}${QUICK ? ' | BENCH_QUICK: figures not meaningful' : ''}`,
   );
   const mock = await startChild('mock upstream', 'mock-upstream.ts');
-  const figures: TargetFigures[] = TARGETS.map((t) => ({ id: t.id, name: t.name, rounds: [], sse: [] }));
+  const figures: TargetFigures[] = TARGETS.map((t) => ({ id: t.id, name: t.name, passes: [], memory: [] }));
   try {
-    for (let round = 1; round <= SETTINGS.rounds; round++) {
-      // Fresh processes every round: two processes of the same code can differ by a third for their whole life
-      // (see the control row), so a process's luck must not follow a target through all rounds.
-      const endpoints = await Promise.all(TARGETS.map((target) => startEndpoint(target, mock)));
-      try {
-        for (const e of endpoints) await checkEndpoint(e, mock);
-        for (const e of endpoints) await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.warmupSeconds, e.authorization);
-        log(
-          `round ${round}: ${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1, ${SETTINGS.sseSamples} SSE streams`,
-        );
-        // Alternate the order so that drift in the machine's speed does not favour one end of the list.
-        for (const e of round % 2 === 1 ? endpoints : [...endpoints].reverse()) {
-          const own = figures[e.target.id - 1]!;
-          own.rounds.push(await measureRound(e, mock, round));
-          own.sse.push(await sseFirstByte(e.port, e.authorization, SETTINGS.sseSamples, 10));
-        }
-      } finally {
-        for (const e of endpoints) if (e.child) await stopChild(e.child);
-      }
-    }
-    log(`memory: ${SETTINGS.openStreams} open SSE streams through each proxy, each in a fresh process`);
-    for (const target of TARGETS.filter((t) => t.file && !t.control)) figures[target.id - 1]!.memory = await measureMemory(target, mock);
+    await loadPasses(mock, figures);
+    await memoryPasses(mock, figures);
   } finally {
     await stopChild(mock);
   }
 
-  const { list, failoverCost, noise } = checks(figures);
+  const passes = new Passes(figures);
+  const list = checks(passes);
+  const cost = passes.available('kf-429', 'kf-3') ? failoverCost(passes) : [];
+  const noiseCpu = passes.each((of) => of('control').cpuUsPerRequest / of('kf-3').cpuUsPerRequest);
+  const noiseRps = passes.each((of) => of('control').throughput.rps / of('kf-3').throughput.rps);
   const elapsed = (Date.now() - started) / 1000;
-  const otherLoads = figures.flatMap((t) => t.rounds.map((r) => r.otherLoad));
+  const otherLoads = figures.flatMap((t) => t.passes.map((p) => p.otherLoad));
+  const values = (v: number[], digits: number): string => v.map((x) => x.toFixed(digits)).join(', ');
+  const memoryIds = new Set(TARGETS.filter((t) => t.memory).map((t) => t.id));
   const report = [
     '',
-    table(figures),
+    cpuTable(figures, passes),
     '',
-    `Medians of ${SETTINGS.rounds} rounds; each round starts fresh processes, warms each up, then runs every target ` +
-      `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1 connection ` +
-      `and ${SETTINGS.sseSamples} sequential SSE streams (order alternates). Added = minus target 1.`,
-    `SSE 1st byte: median of the rounds' p50s; ` +
-      `RSS: (VmRSS with ${SETTINGS.openStreams} open streams - before) / ${SETTINGS.openStreams}, fresh process.`,
-    `Failover cost (5): p50(5) - p50(4) - p50(1) = ${median(failoverCost).toFixed(3)} ms (rounds: ${failoverCost.map((v) => v.toFixed(3)).join(', ')}).`,
+    latencyTable(figures, passes),
+    '',
+    memoryTable(figures, memoryIds),
+    '',
+    `Floors: A ${FLOORS.A}, B ${FLOORS.B}, C ${FLOORS.C}. Every ratio and difference is computed within each pass, then the median over the passes.`,
+    `${SETTINGS.passes} passes; each starts every target in a fresh process, self-checks and warms each up, then runs every target ` +
+      `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1 connection and ` +
+      `${SETTINGS.streamSamples} sequential streams of each kind (order alternates). Added = minus direct.`,
+    `1st content: time from sending to the whole first text delta (chat: the first event), median of the passes' p50s. ` +
+      `Memory: what ${SETTINGS.openStreams} more held-open streams add (after ${SETTINGS.fillStreams} already open), read after a full GC, / ${SETTINGS.openStreams}: ` +
+      `VmRSS, and the JS heap in use (heapUsed + external); fresh process per target and kind, ${SETTINGS.memoryPasses} memory passes.`,
+    `Failover cost: p50(kf-429) - p50(kf-3) - p50(direct) = ${median(cost).toFixed(3)} ms (passes: ${values(cost, 3)}).`,
     `Other processes used ${(100 * median(otherLoads)).toFixed(0)}% of the CPUs during the 50-connection runs (median; max ${(100 * Math.max(...otherLoads)).toFixed(0)}%)` +
       (median(otherLoads) > 0.1 ? ': the machine was busy, treat every ratio below with suspicion.' : '.'),
-    `Noise (control): 7 vs 4 throughput, the same code in two processes = ${median(noise).toFixed(2)}× ` +
-      `(rounds: ${noise.map((v) => v.toFixed(2)).join(', ')}); a throughput ratio inside that spread is not a difference.`,
+    `Noise (control): control / kf-3, the same code in two processes: CPU per request ${median(noiseCpu).toFixed(3)}× (passes: ${values(noiseCpu, 3)}), ` +
+      `req/s ${median(noiseRps).toFixed(2)}× (passes: ${values(noiseRps, 2)}); a ratio inside that spread is not a difference.`,
     '',
     checkLines(list),
     '',
@@ -285,6 +323,7 @@ async function main(): Promise<number> {
   process.stdout.write(`${report}\n`);
 
   const results = {
+    schema: 2,
     date: new Date().toISOString(),
     quick: QUICK,
     versions: info,
@@ -297,13 +336,40 @@ async function main(): Promise<number> {
     },
     settings: SETTINGS,
     elapsedSeconds: elapsed,
-    targets: figures.map((t) => ({ ...t, median: medianView(t) })),
-    failoverCostMs: { median: median(failoverCost), rounds: failoverCost },
-    noiseControlRatio: { median: median(noise), rounds: noise },
+    floors: FLOORS,
+    targets: figures.map((t) => ({
+      ...t,
+      median: t.na
+        ? undefined
+        : {
+            rps: median(t.passes.map((p) => p.throughput.rps)),
+            cpuUsPerRequest: median(t.passes.map((p) => p.cpuUsPerRequest)),
+            cpuVsFloor: Object.fromEntries(Object.entries(FLOORS).map(([name, floor]) => [name, passes.cpuRatio(t.id, floor)])),
+            p50: median(t.passes.map((p) => p.latency.p50)),
+            p99: median(t.passes.map((p) => p.latency.p99)),
+            firstContentP50: t.passes[0]?.firstContent
+              ? Object.fromEntries(STREAM_KINDS.map((k) => [k, median(t.passes.map((p) => p.firstContent![k].p50))]))
+              : undefined,
+            firstContentVsB: t.passes[0]?.firstContent
+              ? Object.fromEntries(STREAM_KINDS.map((k) => [k, passes.contentDelta(t.id, FLOORS.B, k)]))
+              : undefined,
+            kbPerStream: Object.fromEntries(
+              MEMORY_KINDS.map((k) => [k, median(t.memory.filter((m) => m.kind === k).map((m) => m.kbPerStream))]),
+            ),
+            retainedKbPerStream: Object.fromEntries(
+              MEMORY_KINDS.map((k) => [k, median(t.memory.filter((m) => m.kind === k).map((m) => m.retainedKbPerStream))]),
+            ),
+          },
+    })),
+    failoverCostMs: { median: median(cost), passes: cost },
+    noiseControl: { cpu: { median: median(noiseCpu), passes: noiseCpu }, rps: { median: median(noiseRps), passes: noiseRps } },
     checks: list,
   };
   const file = path.join(ROOT, 'bench', 'results.json');
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(
+    `${file}.tmp`,
+    `${JSON.stringify(results, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`,
+  );
   renameSync(`${file}.tmp`, file);
   process.stdout.write(`results written to bench/results.json\n`);
   return 0;

@@ -1,24 +1,26 @@
 /**
- * Profiles one target under load: `npx tsx bench/profile.ts <2-6 | targets/file.ts> [seconds]`.
- * Starts the mock and the target (node --cpu-prof), runs 50 connections for
- * `seconds` (default 10), stops the target so that it writes its profile, and
- * prints where the target's CPU went: by package, the hottest functions (self
- * time) and every function of lib/ with its inclusive time.
+ * Profiles one target under the bench's load:
+ *   npx tsx bench/profile.ts <id | targets/file.ts> [seconds] [--load json|chat|responses|messages] [--top N]
+ * `id` is any row of the bench (bench/driver/targets.ts; `direct` profiles the
+ * mock itself). Starts the mock and the target, the profiled one under
+ * `node --cpu-prof`, runs the same self-check as the bench (an n/a row is
+ * refused), warms it up, runs 50 connections for `seconds` (default 10) of the
+ * bench's 1 KB JSON request or of one kind of stream, stops the process so
+ * that it writes its profile, and prints where its CPU went: by package, the
+ * hottest functions (self time), every function of lib/ with its inclusive
+ * time, and the top inclusive entries.
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { runLoad } from './driver/load.js';
-import { ROOT, cpuMs, killAll, startChild, stopChild } from './driver/processes.js';
-import { CLIENT_KEY } from './shared.js';
+import { bearer, selfCheck, startEndpoint, type Endpoint } from './driver/endpoints.js';
+import { jsonRequest, runLoad, type LoadRequest } from './driver/load.js';
+import { ROOT, cpuMs, killAll, startChild, stopChild, type Child } from './driver/processes.js';
+import { targetById, type Target } from './driver/targets.js';
+import type { StreamKind } from './provider-streams.js';
+import { STREAM_REQUESTS } from './shared.js';
 
-const FILES: Record<string, string> = {
-  '2': 'targets/2-node-pipe.ts',
-  '3': 'targets/3-express-hpm.ts',
-  '4': 'targets/4-failover-3-keys.ts',
-  '5': 'targets/5-failover-429.ts',
-  '6': 'targets/6-failover-10k-keys.ts',
-};
+const PROFILE_FLAGS = (dir: string): string[] => ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'];
 
 const LIB = `${ROOT}/lib/`;
 
@@ -56,7 +58,7 @@ function keepWindow(profile: Profile, from: number, to: number): void {
   for (const node of profile.nodes) node.hitCount = hits.get(node.id) ?? 0;
 }
 
-function analyse(file: string, window: [number, number], requests: number, targetCpuMs: number): void {
+function analyse(file: string, window: [number, number], requests: number, targetCpuMs: number, topN: number): void {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   keepWindow(profile, ...window);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
@@ -91,12 +93,12 @@ function analyse(file: string, window: [number, number], requests: number, targe
   const pct = (hits: number): string => `${((100 * hits) / busy).toFixed(1).padStart(5)}%`;
   const top = (map: Map<string, number>, n: number): [string, number][] => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
   console.log(
-    `\n${busy} busy samples of ${total}; ${requests} requests; target CPU ${targetCpuMs} ms = ${((targetCpuMs * 1000) / requests).toFixed(0)} µs/request`,
+    `\n${busy} busy samples of ${total}; ${requests} requests; target CPU ${targetCpuMs.toFixed(0)} ms = ${((targetCpuMs * 1000) / requests).toFixed(0)} µs/request`,
   );
   console.log(`shares of busy (non-idle) samples; µs/req = share x target CPU / requests\n\nby package (self time):`);
   for (const [name, hits] of top(categories, 14)) console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
   console.log('\nhottest functions (self time):');
-  for (const [name, hits] of top(self, 25)) console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
+  for (const [name, hits] of top(self, topN)) console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
   const ours = new Map([...inclusive].filter(([k]) => k.startsWith('lib/', k.indexOf(' ') + 1)));
   console.log('\nlib/ functions (inclusive time, callees included):');
   for (const [name, hits] of top(ours, 20)) console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
@@ -106,38 +108,58 @@ function analyse(file: string, window: [number, number], requests: number, targe
     console.log(`  ${pct(hits)} ${usPerReq(hits)} µs/req  ${name}`);
 }
 
+function loadRequest(kind: string, e: Endpoint): LoadRequest {
+  if (kind === 'json') return jsonRequest(bearer(e));
+  if (!(kind in STREAM_REQUESTS)) throw new Error(`--load: json, chat, responses or messages, not ${kind}`);
+  const request = STREAM_REQUESTS[kind as StreamKind];
+  return { path: request.path, body: request.body({}), headers: { 'content-type': 'application/json', ...request.headers(e.key) } };
+}
+
+function parseArgs(argv: string[]): { target: Target; seconds: number; load: string; topN: number } {
+  const positional: string[] = [];
+  let load = 'json';
+  let topN = 25;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--load') load = argv[++i] ?? '';
+    else if (argv[i] === '--top') topN = Number(argv[++i]);
+    else positional.push(argv[i]!);
+  }
+  const [id = 'kf-3', seconds = '10'] = positional;
+  // A row of the bench, or any target file under bench/ (for trying a variant).
+  const target: Target = id.endsWith('.ts') ? { id: path.basename(id, '.ts'), name: id, file: id, upstream: true } : targetById(id);
+  return { target, seconds: Number(seconds), load, topN };
+}
+
 async function main(): Promise<void> {
-  const id = process.argv[2] ?? '4';
-  const seconds = Number(process.argv[3] ?? 10);
-  // A target number, or any target file under bench/ (for trying a variant).
-  const file = FILES[id] ?? (id.endsWith('.ts') ? id : undefined);
-  if (!file) throw new Error(`usage: npx tsx bench/profile.ts <${Object.keys(FILES).join('|')}|targets/file.ts> [seconds]`);
+  const { target, seconds, load, topN } = parseArgs(process.argv.slice(2));
+  if (!target.upstream && load !== 'json') throw new Error(`${target.id} answers by itself: --load json only`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ekf-profile-'));
-  const mock = await startChild('mock upstream', 'mock-upstream.ts');
+  // Direct: the mock is the process under the profiler.
+  const mock = await startChild('mock upstream', 'mock-upstream.ts', [], target.file ? [] : PROFILE_FLAGS(dir));
+  let profiled: Child = mock;
   try {
-    const target = await startChild(
-      `target ${id}`,
-      file,
-      [`http://127.0.0.1:${mock.port}`],
-      ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'],
-    );
-    const authorization = `Bearer ${CLIENT_KEY}`;
-    await runLoad(target.port, 50, 2, authorization);
+    const e = await startEndpoint(target, mock, PROFILE_FLAGS(dir));
+    if (e.child) profiled = e.child;
+    const na = await selfCheck(e, mock);
+    if (na !== undefined) throw new Error(`${target.id} is n/a on this branch (${na}): nothing to profile`);
+    const request = loadRequest(load, e);
+    await runLoad(e.port, 50, 2, request);
     const micros = (): number => Number(process.hrtime.bigint() / 1000n);
-    const before = cpuMs(target.pid);
+    const before = cpuMs(e.pid);
     const from = micros();
-    const load = await runLoad(target.port, 50, seconds, authorization);
+    const result = await runLoad(e.port, 50, seconds, request);
     const window: [number, number] = [from, micros()];
-    const targetCpuMs = cpuMs(target.pid) - before;
-    await stopChild(target, 20_000);
+    const targetCpuMs = cpuMs(e.pid) - before;
+    await stopChild(profiled, 20_000);
     console.log(
-      `target ${id}: ${load.rps.toFixed(0)} req/s at 50 connections (non2xx ${load.non2xx}, errors ${load.errors}); profile in ${dir}`,
+      `${target.id} (${load}): ${result.rps.toFixed(0)} req/s at 50 connections (non2xx ${result.non2xx}, errors ${result.errors}); profile in ${dir}`,
     );
     const profile = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
     if (!profile) throw new Error('no profile written');
-    // Only the samples of the measured run count: start-up and warm-up are left out.
-    analyse(path.join(dir, profile), window, load.ok, targetCpuMs);
+    // Only the samples of the measured run count: start-up, self-check and warm-up are left out.
+    analyse(path.join(dir, profile), window, result.ok, targetCpuMs, topN);
   } finally {
+    if (profiled !== mock && profiled.process.exitCode === null) await stopChild(profiled);
     await stopChild(mock);
   }
 }

@@ -13,23 +13,32 @@ export interface LoadResult {
   timeouts: number;
 }
 
-const BODY = chatBody();
+/** What autocannon sends: by default the 1 KB JSON chat request. */
+export interface LoadRequest {
+  path: string;
+  body: string;
+  headers: Record<string, string>;
+}
+
+export function jsonRequest(authorization: string): LoadRequest {
+  return { path: CHAT, body: chatBody(), headers: { 'content-type': 'application/json', authorization } };
+}
 
 export function percentile(sorted: ArrayLike<number>, q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-/** POSTs the 1 KB chat body to `port` over `connections` keep-alive connections for `seconds`. */
-export async function runLoad(port: number, connections: number, seconds: number, authorization: string): Promise<LoadResult> {
+/** POSTs `request` (the 1 KB chat body) to `port` over `connections` keep-alive connections for `seconds`. */
+export async function runLoad(port: number, connections: number, seconds: number, request: LoadRequest): Promise<LoadResult> {
   const latencies: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
       {
-        url: `http://127.0.0.1:${port}${CHAT}`,
+        url: `http://127.0.0.1:${port}${request.path}`,
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization },
-        body: BODY,
+        headers: request.headers,
+        body: request.body,
         connections,
         duration: seconds,
         timeout: 10,

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** A target or mock process started by the driver; always stopped by its own pid. */
@@ -8,6 +8,10 @@ export interface Child {
   pid: number;
   port: number;
   process: ChildProcess;
+  /** Lines it printed before `PORT <n>`, such as kf-scoped's `NA <reason>`. */
+  notes: string[];
+  /** Resolves with the next line it prints that starts with `prefix`. */
+  nextLine(prefix: string, timeoutMs: number): Promise<string>;
 }
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -26,26 +30,57 @@ export function startChild(name: string, file: string, args: string[] = [], node
   });
   live.add(child);
   child.once('exit', () => live.delete(child));
+  const waiting = new Map<string, ((line: string) => void)[]>();
+  const notes: string[] = [];
   return new Promise((resolve, reject) => {
     let output = '';
+    let port = 0;
     const timer = setTimeout(() => fail(new Error(`${name} did not print its port within 20 s`)), 20_000);
     const fail = (error: Error): void => {
       clearTimeout(timer);
       if (child.pid) kill(child, 'SIGKILL');
       reject(error);
     };
-    child.once('exit', (code, signal) => fail(new Error(`${name} exited before listening (${code ?? signal})`)));
+    const onExit = (code: number | null, signal: string | null): void =>
+      fail(new Error(`${name} exited before listening (${code ?? signal})`));
+    child.once('exit', onExit);
     child.stdout!.on('data', (data: Buffer) => {
       output += data.toString();
-      const match = /PORT (\d+)/.exec(output);
-      if (match && child.pid) {
-        clearTimeout(timer);
-        child.removeAllListeners('exit');
-        child.once('exit', () => live.delete(child));
-        resolve({ name, pid: child.pid, port: Number(match[1]), process: child });
+      let end;
+      while ((end = output.indexOf('\n')) !== -1) {
+        const line = output.slice(0, end).trim();
+        output = output.slice(end + 1);
+        const match = /^PORT (\d+)$/.exec(line);
+        if (port === 0 && match && child.pid) {
+          port = Number(match[1]);
+          clearTimeout(timer);
+          child.off('exit', onExit);
+          resolve({ name, pid: child.pid, port, process: child, notes, nextLine });
+        } else if (port === 0) {
+          notes.push(line);
+        } else {
+          for (const [prefix, resolvers] of waiting) {
+            if (!line.startsWith(prefix)) continue;
+            waiting.delete(prefix);
+            for (const resolveLine of resolvers) resolveLine(line);
+          }
+        }
       }
     });
   });
+
+  function nextLine(prefix: string, timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name} did not print ${prefix}... within ${timeoutMs} ms`)), timeoutMs);
+      waiting.set(prefix, [
+        ...(waiting.get(prefix) ?? []),
+        (line) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      ]);
+    });
+  }
 }
 
 function kill(child: ChildProcess, signal: NodeJS.Signals): void {
@@ -84,8 +119,26 @@ export function rssKb(pid: number): number {
   return Number(match[1]);
 }
 
-/** User + system CPU time of a process so far, in ms (clock ticks of 10 ms). */
+/**
+ * CPU time a process has run so far, in ms: the sum over its threads of the
+ * scheduler's run time (/proc/<pid>/task/<tid>/schedstat, in ns), which has
+ * none of /proc/<pid>/stat's 10 ms granularity. Falls back to stat's user +
+ * system time where schedstat is missing.
+ */
 export function cpuMs(pid: number): number {
+  try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // a thread that ended between the listing and the read
+      }
+    }
+    if (ns > 0) return ns / 1e6;
+  } catch {
+    // no schedstat: below
+  }
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.

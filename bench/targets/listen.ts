@@ -7,6 +7,8 @@ export const upstream = process.argv[2] ?? 'http://127.0.0.1:1';
 /**
  * Serves `handler` on 127.0.0.1 with the same server settings for every target,
  * prints `PORT <n>`, and exits on SIGTERM (so that --cpu-prof can write its profile).
+ * Started with --expose-gc (the memory runs), SIGUSR2 runs a full GC and prints
+ * `GC <process.memoryUsage() as JSON>`.
  */
 export function listen(handler: RequestListener): void {
   const server = http.createServer(handler);
@@ -15,4 +17,11 @@ export function listen(handler: RequestListener): void {
     process.stdout.write(`PORT ${(server.address() as AddressInfo).port}\n`);
   });
   process.on('SIGTERM', () => process.exit(0));
+  const { gc } = globalThis as { gc?: () => void };
+  if (gc) {
+    process.on('SIGUSR2', () => {
+      gc();
+      process.stdout.write(`GC ${JSON.stringify(process.memoryUsage())}\n`);
+    });
+  }
 }

@@ -1,5 +1,5 @@
 /**
- * Target 6: as 4 with a 10 000-key pool, 10% cooling. The cooling keys are the
+ * kf-10k: as kf-3 with a 10 000-key pool, 10% cooling. The cooling keys are the
  * first 1 000: with primary-with-fallback order that is how a pool ends up when
  * its first keys hit their limits, and it makes every walk skip 1 000 keys.
  */

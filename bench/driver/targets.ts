@@ -1,0 +1,73 @@
+/** Every target the bench measures, in table order; bench/profile.ts takes the same ids. */
+
+export interface Target {
+  /** Short id: the table's first column, the profile's argument, and the file name under targets/. */
+  id: string;
+  name: string;
+  /** Under bench/; none for direct (the load goes to the mock itself). */
+  file?: string;
+  /** False for express-json, which answers by itself: no streams, no key to swap. */
+  upstream: boolean;
+  /** A repeat of this target in another process, to show the noise. */
+  controlOf?: string;
+  /** Memory passes that measure it: every one (the pair the memory checks compare) or only the first. */
+  memory?: 'every' | 'first';
+  /** The row may be n/a on this branch: what it needs, shown when its self-check fails. */
+  needs?: string;
+  /** The mock must answer one 429 per answer (key 0 always rate limited). */
+  failsOverOnce?: boolean;
+}
+
+/** The floors every target's CPU per request is divided by. */
+export const FLOORS = { A: 'express-json', B: 'express-relay', C: 'node-dispatch' } as const;
+
+/**
+ * Table and measurement order (reversed every other pass). Each pair a check compares is measured
+ * back to back, seconds apart: node-dispatch and kf-node, express-relay and kf-3, kf-3 and kf-10k,
+ * kf-10k and kf-scoped (kf-scoped one step from kf-3), kf-3 and control.
+ */
+export const TARGETS: Target[] = [
+  { id: 'direct', name: 'direct to the mock (CPU: the mock)', upstream: true },
+  { id: 'pipe', name: 'node:http keep-alive pipe proxy', file: 'targets/pipe.ts', upstream: true, memory: 'first' },
+  { id: 'hpm', name: 'Express + http-proxy-middleware', file: 'targets/hpm.ts', upstream: true, memory: 'first' },
+  { id: 'express-json', name: 'floor A: Express answering by itself', file: 'targets/express-json.ts', upstream: false },
+  {
+    id: 'node-dispatch',
+    name: 'floor C: node:http + minimal undici dispatch()',
+    file: 'targets/node-dispatch.ts',
+    upstream: true,
+    memory: 'first',
+  },
+  {
+    id: 'kf-node',
+    name: 'node:http + keyFailover, 3 keys',
+    file: 'targets/kf-node.ts',
+    upstream: true,
+    memory: 'first',
+    needs: 'mount not supported',
+  },
+  {
+    id: 'express-relay',
+    name: 'floor B: Express + minimal undici request()',
+    file: 'targets/express-relay.ts',
+    upstream: true,
+    memory: 'every',
+  },
+  { id: 'kf-3', name: 'Express + keyFailover, 3 keys', file: 'targets/kf-3.ts', upstream: true, memory: 'every' },
+  { id: 'kf-10k', name: 'keyFailover, 10 000 keys, first 1 000 cooling', file: 'targets/kf-10k.ts', upstream: true },
+  {
+    id: 'kf-scoped',
+    name: 'keyFailover, 3 keys, key 0 cooling for gpt-4o',
+    file: 'targets/kf-scoped.ts',
+    upstream: true,
+    needs: 'needs scoped cooldowns',
+  },
+  { id: 'control', name: 'control: kf-3 again, own process', file: 'targets/kf-3.ts', upstream: true, controlOf: 'kf-3' },
+  { id: 'kf-429', name: 'keyFailover, key 0 always 429', file: 'targets/kf-429.ts', upstream: true, failsOverOnce: true },
+];
+
+export function targetById(id: string): Target {
+  const target = TARGETS.find((t) => t.id === id);
+  if (!target) throw new Error(`no target ${id}; targets: ${TARGETS.map((t) => t.id).join(', ')}`);
+  return target;
+}
