@@ -6,6 +6,7 @@ import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js
 import type { KeyPool } from './pool/key-pool.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
+import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
 export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes'>;
@@ -47,6 +48,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'connection',
     'keep-alive',
     'transfer-encoding',
+    ...OVERRIDE_HEADERS,
     ...provider.clientAuthHeaders,
   ]);
 

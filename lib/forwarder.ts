@@ -6,6 +6,7 @@ import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { HEADER_SAFE } from './pool/keys.js';
+import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import {
   hopByHop,
   relayResponse,
@@ -41,8 +42,15 @@ export class Forwarder {
     this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
     this.warnings = new OnceLogger(options.logger);
     this.fixedQuery = Object.entries(options.provider.query);
-    // Cookies are the gateway's own session credentials: never for the upstream.
-    this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
+    // Cookies are the gateway's own session credentials: never for the upstream; nor may a header change its method or path.
+    this.dropFromRequest = new Set([
+      'host',
+      'content-length',
+      'expect',
+      'cookie',
+      ...OVERRIDE_HEADERS,
+      ...options.provider.clientAuthHeaders,
+    ]);
   }
 
   /**
@@ -100,7 +108,7 @@ export class Forwarder {
     return this.basePath + req.path + search;
   }
 
-  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie and the client's credentials. */
+  /** The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie, method/path overrides and the client's credentials. */
   upstreamHeaders(incoming: IncomingHttpHeaders): OutgoingHeaders {
     const hop = hopByHop(incoming);
     const out: OutgoingHeaders = {};
