@@ -8,6 +8,7 @@ export type ErrorKind =
   | 'body_too_large'
   | 'invalid_client_key'
   | 'invalid_path'
+  | 'method_not_allowed'
   | 'rate_limited'
   | 'keys_disabled'
   | 'upstream_unreachable'
@@ -20,6 +21,7 @@ const STATUS: Record<ErrorKind, number> = {
   body_too_large: 413,
   invalid_client_key: 400,
   invalid_path: 400,
+  method_not_allowed: 405,
   rate_limited: 429,
   keys_disabled: 502,
   upstream_unreachable: 502,
@@ -33,6 +35,7 @@ export const MESSAGES: Record<ErrorKind, string> = {
   body_too_large: 'The request body is larger than the gateway allows.',
   invalid_client_key: 'The API key supplied with the request is not a valid header value.',
   invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',
+  method_not_allowed: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
   upstream_unreachable: 'The upstream API could not be reached.',

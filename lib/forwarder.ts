@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
+import { ownAnswerHeaders } from './gateway/answer-headers.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { HEADER_SAFE } from './pool/keys.js';
@@ -155,7 +156,8 @@ export class Forwarder {
   }
 
   fail(res: Response, kind: ErrorKind, retryAfterSeconds?: number, message?: string): void {
-    const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
+    const headers = ownAnswerHeaders(kind);
+    if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
     sendError(res, this.options.provider, kind, message === undefined ? { headers } : { headers, message });
   }
 

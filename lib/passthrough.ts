@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
 import { exhaustedOutcome, failureOutcome, markKey, type WalkOutcome } from './failover.js';
 import { Forwarder } from './forwarder.js';
+import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
@@ -25,6 +26,7 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
   const forwarder = new Forwarder(resolveOptions('keyPassthrough()', options, KNOWN));
 
   const handle = async (req: Request, res: Response): Promise<void> => {
+    if (!PASSTHROUGH_METHODS.has(req.method)) return forwarder.fail(res, 'method_not_allowed');
     if (DOT_SEGMENT.test(req.path)) return forwarder.fail(res, 'invalid_path');
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;

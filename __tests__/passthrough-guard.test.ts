@@ -1,0 +1,111 @@
+import express, { type Express } from 'express';
+import http, { type IncomingHttpHeaders } from 'node:http';
+import { keyPassthrough, KeyPool, type KeyFailoverMiddleware, type KeyPassthroughOptions } from '../lib/index.js';
+import { FakeClock, K0, KEYS, listen, useMockUpstream } from './support/gateway.js';
+import { json } from './support/mock-upstream.js';
+
+/**
+ * What keyPassthrough refuses before any key is used: methods the provider
+ * APIs do not have, and paths that would leave the API (or reach its admin
+ * part). Each refusal is the gateway's own provider-shaped answer; the
+ * upstream never sees the request.
+ */
+const upstream = useMockUpstream();
+const opened: KeyFailoverMiddleware[] = [];
+afterAll(() => Promise.all(opened.map((m) => m.close())));
+
+function app(options: KeyPassthroughOptions = {}): { app: Express; pool: KeyPool } {
+  const a = express();
+  const pool = new KeyPool({ keys: [...KEYS], now: new FakeClock().now });
+  const passthrough = keyPassthrough({ target: upstream.url, pool, logger: false, ...options });
+  opened.push(passthrough);
+  a.use(passthrough);
+  return { app: a, pool };
+}
+
+interface Raw {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A raw request line over a real socket: no client-side normalisation of the method or the path. */
+async function raw(a: Express, method: string, path: string, headers: Record<string, string> = {}): Promise<Raw> {
+  const server = await listen(a);
+  try {
+    const port = Number(new URL(server.url).port);
+    return await new Promise<Raw>((resolve, reject) => {
+      http
+        .request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        })
+        .on('error', reject)
+        .end();
+    });
+  } finally {
+    await server.close();
+  }
+}
+
+describe('methods', () => {
+  // Apache answers TRACE by echoing the request it received: the pool key would come back to the client.
+  const echoTrace = (): void => {
+    upstream.behaviour = (req, res) => {
+      if (req.method !== 'TRACE') return json(res, 200, { ok: true });
+      res.writeHead(200, { 'content-type': 'message/http' });
+      res.end(
+        `TRACE ${req.url} HTTP/1.1\r\n${Object.entries(req.headers)
+          .map(([n, v]) => `${n}: ${String(v)}`)
+          .join('\r\n')}\r\n\r\n`,
+      );
+    };
+  };
+
+  test.each(['TRACE', 'PROPFIND', 'PURGE', 'MKCOL', 'LOCK', 'COPY', 'MOVE', 'SEARCH', 'REPORT'])(
+    '%s: 405 with Allow, OpenAI-shaped, the upstream never sees it',
+    async (method) => {
+      echoTrace();
+      const res = await raw(app().app, method, '/v1/models');
+      expect(res.status).toBe(405);
+      expect(res.headers.allow).toBe('GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+      expect(JSON.parse(res.body)).toEqual({
+        error: {
+          message: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
+          type: 'invalid_request_error',
+          param: null,
+          code: 'method_not_allowed',
+        },
+      });
+      for (const key of KEYS) expect(res.body + JSON.stringify(res.headers)).not.toContain(key);
+      expect(upstream.seen).toHaveLength(0);
+    },
+  );
+
+  test('the Anthropic shape for the anthropic provider', async () => {
+    const res = await raw(app({ provider: 'anthropic' }).app, 'TRACE', '/v1/models');
+    expect([res.status, res.headers.allow]).toEqual([405, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS']);
+    expect(JSON.parse(res.body)).toEqual({
+      type: 'error',
+      error: {
+        type: 'invalid_request_error',
+        message: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
+      },
+    });
+    expect(upstream.seen).toHaveLength(0);
+  });
+
+  test('the methods the provider APIs use are forwarded with a pool key, in that order', async () => {
+    const { app: a } = app();
+    const statuses: number[] = [];
+    for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+      statuses.push((await raw(a, method, '/v1/files/file-abc')).status);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200]);
+    expect(upstream.seen.map((r) => [r.method, r.url, r.key])).toEqual(
+      ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => [m, '/v1/files/file-abc', K0]),
+    );
+  });
+});
