@@ -109,3 +109,82 @@ describe('methods', () => {
     );
   });
 });
+
+describe('paths', () => {
+  const invalidPath = {
+    error: {
+      message:
+        'The request path contains dot segments ("." or ".."), a backslash or an encoded slash, or does not stay under the API base path; the gateway does not forward it.',
+      type: 'invalid_request_error',
+      param: null,
+      code: 'invalid_path',
+    },
+  };
+
+  test('the premise: WHATWG URL parsing, as an upstream does it, turns backslashes into slashes and resolves them', () => {
+    expect(new URL('/v1/..\\..\\admin', 'http://upstream').pathname).toBe('/admin');
+    expect(new URL('/base/v1/..\\..\\..\\admin', 'http://upstream').pathname).toBe('/admin');
+    expect(new URL('/v1/%2E./admin', 'http://upstream').pathname).toBe('/admin');
+  });
+
+  test.each([
+    '/v1/..\\..\\admin',
+    '/v1\\..\\admin',
+    '/v1/files\\..\\..\\admin',
+    '/v1/files/file-abc\\content',
+    '/v1/files%2f..%2f..%2fadmin',
+    '/v1/files%2F..%2F..%2Fadmin',
+    '/v1/files%5c..%5c..%5cadmin',
+    '/v1/files%5C..%5C..%5Cadmin',
+    '/v1/files/..%2fadmin',
+    '/v1/%2E./admin',
+    '/v1/.%2e/admin',
+    '/v1/../admin',
+    '/v1/./models',
+    '//127.0.0.1:9/v1/models',
+    '//v1/models',
+    '/v1/files/%zz',
+    '/v1/files/%E0%A4%A',
+  ])('%s: 400 invalid_path, the upstream never sees it', async (path) => {
+    const res = await raw(app().app, 'GET', path);
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toEqual(invalidPath);
+    expect(upstream.seen).toHaveLength(0);
+  });
+
+  test('under a target with a base path, every refused form stays refused, and a plain path keeps the base', async () => {
+    const a = express();
+    const passthrough = keyPassthrough({ target: `${upstream.url}/base`, pool: new KeyPool([...KEYS]), logger: false });
+    opened.push(passthrough);
+    a.use('/openai', passthrough);
+    const statuses: [string, number][] = [];
+    for (const path of ['/openai/v1/..\\..\\..\\admin', '/openai/..\\admin', '/openai/v1%5c..%5c..%5cadmin', '/openai/v1/models']) {
+      statuses.push([path, (await raw(a, 'GET', path)).status]);
+    }
+    expect(statuses).toEqual([
+      ['/openai/v1/..\\..\\..\\admin', 400],
+      ['/openai/..\\admin', 400],
+      ['/openai/v1%5c..%5c..%5cadmin', 400],
+      ['/openai/v1/models', 200],
+    ]);
+    expect(upstream.seen.map((r) => [r.url, r.key])).toEqual([['/base/v1/models', K0]]);
+  });
+
+  test('ordinary paths, percent-encoded characters and queries pass unchanged', async () => {
+    const { app: a } = app();
+    for (const path of [
+      '/v1/files/file-abc/content',
+      '/v1/vector_stores/vs_1/files?limit=10&after=file%2F1',
+      '/v1/files/a%20b',
+      '/v1/models/ft:gpt-4o:org:x',
+    ]) {
+      expect((await raw(a, 'GET', path)).status).toBe(200);
+    }
+    expect(upstream.seen.map((r) => r.url)).toEqual([
+      '/v1/files/file-abc/content',
+      '/v1/vector_stores/vs_1/files?limit=10&after=file%2F1',
+      '/v1/files/a%20b',
+      '/v1/models/ft:gpt-4o:org:x',
+    ]);
+  });
+});

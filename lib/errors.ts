@@ -34,7 +34,8 @@ export const MESSAGES: Record<ErrorKind, string> = {
   body_consumed: 'The gateway could not read the request body: a body parser consumed it and left nothing in req.body to replay.',
   body_too_large: 'The request body is larger than the gateway allows.',
   invalid_client_key: 'The API key supplied with the request is not a valid header value.',
-  invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',
+  invalid_path:
+    'The request path contains dot segments ("." or ".."), a backslash or an encoded slash, or does not stay under the API base path; the gateway does not forward it.',
   method_not_allowed: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',

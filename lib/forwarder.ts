@@ -31,7 +31,8 @@ const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
  */
 export class Forwarder {
   private readonly dispatcher: Pool;
-  private readonly basePath: string;
+  /** The target's path, without a trailing slash: what every upstream path starts with. */
+  readonly basePath: string;
   private readonly warnings: OnceLogger;
   private readonly dropFromRequest: ReadonlySet<string>;
   // The provider's query parameters, listed once rather than at every request.

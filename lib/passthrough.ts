@@ -3,6 +3,7 @@ import { MESSAGES } from './errors.js';
 import { exhaustedOutcome, failureOutcome, markKey, type WalkOutcome } from './failover.js';
 import { Forwarder } from './forwarder.js';
 import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
+import { checkPassthroughPath } from './gateway/passthrough-path.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
@@ -12,8 +13,6 @@ import type { UpstreamRequest } from './upstream/relay.js';
 export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'>;
 
 const KNOWN = KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes');
-// "/./", "/../", also percent-encoded, anywhere in the path.
-const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
 /**
  * The rest of the provider's API (models, embeddings, files, ...), proxied
@@ -27,7 +26,8 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
 
   const handle = async (req: Request, res: Response): Promise<void> => {
     if (!PASSTHROUGH_METHODS.has(req.method)) return forwarder.fail(res, 'method_not_allowed');
-    if (DOT_SEGMENT.test(req.path)) return forwarder.fail(res, 'invalid_path');
+    const path = checkPassthroughPath(req.path, forwarder.options.target, forwarder.basePath);
+    if (!path.ok) return forwarder.fail(res, 'invalid_path');
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;
 
