@@ -9,6 +9,7 @@ export type ErrorKind =
   | 'invalid_client_key'
   | 'invalid_path'
   | 'method_not_allowed'
+  | 'path_not_allowed'
   | 'rate_limited'
   | 'keys_disabled'
   | 'upstream_unreachable'
@@ -22,6 +23,7 @@ const STATUS: Record<ErrorKind, number> = {
   invalid_client_key: 400,
   invalid_path: 400,
   method_not_allowed: 405,
+  path_not_allowed: 403,
   rate_limited: 429,
   keys_disabled: 502,
   upstream_unreachable: 502,
@@ -37,6 +39,7 @@ export const MESSAGES: Record<ErrorKind, string> = {
   invalid_path:
     'The request path contains dot segments ("." or ".."), a backslash or an encoded slash, or does not stay under the API base path; the gateway does not forward it.',
   method_not_allowed: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
+  path_not_allowed: 'The gateway does not forward requests to this path.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
   upstream_unreachable: 'The upstream API could not be reached.',

@@ -9,6 +9,7 @@ const TYPES: Record<ErrorKind, string> = {
   invalid_client_key: 'invalid_request_error',
   invalid_path: 'invalid_request_error',
   method_not_allowed: 'invalid_request_error',
+  path_not_allowed: 'permission_error',
   rate_limited: 'rate_limit_error',
   keys_disabled: 'api_error',
   upstream_unreachable: 'api_error',
