@@ -1,5 +1,5 @@
 import type { ErrorKind } from '../errors.js';
-import { headerValue, type Provider } from './provider.js';
+import { bearerToken, headerValue, type Provider } from './provider.js';
 
 // Anthropic's error envelope: { type: 'error', error: { type, message } }.
 const TYPES: Record<ErrorKind, string> = {
@@ -18,7 +18,8 @@ const TYPES: Record<ErrorKind, string> = {
 };
 
 /**
- * Anthropic's Messages API: the key goes in `x-api-key`; `anthropic-version`
+ * Anthropic's Messages API: the key goes in `x-api-key` (a client's own key
+ * may also come as `Authorization: Bearer`); `anthropic-version`
  * and `anthropic-beta` pass through like every other request header.
  */
 export const anthropic: Provider = {
@@ -26,7 +27,8 @@ export const anthropic: Provider = {
   routes: new Set(['/v1/messages', '/v1/messages/count_tokens']),
   clientAuthHeaders: ['authorization', 'x-api-key'],
   authHeader: (key) => ['x-api-key', key],
-  clientKey: (headers) => headerValue(headers['x-api-key']),
+  // x-api-key first; @anthropic-ai/sdk 1.x sends its key as a bearer token.
+  clientKey: (headers) => headerValue(headers['x-api-key']) ?? bearerToken(headers.authorization),
   query: {},
   errorBody: (kind, message) => ({ type: 'error', error: { type: TYPES[kind], message } }),
 };
