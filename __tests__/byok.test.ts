@@ -1,7 +1,9 @@
 import Anthropic from '@anthropic-ai/sdk';
 import type { IncomingHttpHeaders } from 'node:http';
+import express from 'express';
 import request from 'supertest';
-import { K0, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { keyPassthrough, KeyPool, openaiCompatible } from '../lib/index.js';
+import { CHAT, K0, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { json } from './support/mock-upstream.js';
 
 /**
@@ -70,5 +72,80 @@ describe('anthropic, byok: true', () => {
     await request(app).post('/v1/messages').set('authorization', `bearer ${CLIENT_KEY}`).send(messagesBody);
     await request(app).post('/v1/messages').send(messagesBody);
     expect(upstream.keysSeen()).toEqual([CLIENT_KEY, K0]);
+  });
+});
+
+describe('the client key travels in the key header only', () => {
+  const OWN = 'sk-client-own-key-00000000000000qq';
+  const fromQuery = (req: express.Request) => req.query['key'] as string | undefined;
+
+  test('a key read from the query string leaves the upstream URL; the other parameters keep their bytes and order', async () => {
+    const { app, pool } = gateway(upstream.url, { byok: fromQuery });
+    const res = await request(app).post(`${CHAT}?a=1&key=${OWN}&b=x%2By+z&copy=${OWN}`).send(chatBody);
+    expect(res.status).toBe(200);
+    expect(upstream.seen.map((r) => [r.url, r.headers.authorization])).toEqual([[`${CHAT}?a=1&b=x%2By+z`, `Bearer ${OWN}`]]);
+    expect(pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
+  });
+
+  test('percent-encoded, under another name, or the only parameter: still taken out', async () => {
+    const key = 'sk-client+own/key=00000000000000';
+    const { app } = gateway(upstream.url, { byok: (req) => req.query['api_key'] as string | undefined });
+    await request(app)
+      .post(`${CHAT}?api_key=${encodeURIComponent(key)}`)
+      .send(chatBody);
+    await request(app)
+      .post(`${CHAT}?x=1&api_key=${encodeURIComponent(key)}&copy=${encodeURIComponent(key)}`)
+      .send(chatBody);
+    expect(upstream.seen.map((r) => [r.url, r.headers.authorization])).toEqual([
+      [CHAT, `Bearer ${key}`],
+      [`${CHAT}?x=1`, `Bearer ${key}`],
+    ]);
+    for (const seen of upstream.seen) expect(seen.url).not.toContain(encodeURIComponent(key));
+  });
+
+  test('keyPassthrough: the same, on a GET that fails over nothing', async () => {
+    const app = express();
+    const passthrough = keyPassthrough({ target: upstream.url, pool: new KeyPool([...KEYS]), byok: fromQuery, logger: false });
+    app.use(passthrough);
+    const res = await request(app).get(`/v1/models?key=${OWN}&limit=2`);
+    await passthrough.close();
+    expect(res.status).toBe(200);
+    expect(upstream.seen.map((r) => [r.method, r.url, r.key])).toEqual([['GET', '/v1/models?limit=2', OWN]]);
+  });
+
+  test('with the provider query (Azure api-version) the key still leaves the URL', async () => {
+    const azure = openaiCompatible({ name: 'azure', authHeader: 'api-key', query: { 'api-version': '2024-10-21' } });
+    const { app } = gateway(`${upstream.url}/openai`, { provider: azure, byok: fromQuery });
+    await request(app).post(`${CHAT}?key=${OWN}`).send(chatBody);
+    expect(upstream.seen.map((r) => [r.url, r.headers['api-key']])).toEqual([[`/openai${CHAT}?api-version=2024-10-21`, OWN]]);
+  });
+
+  test('a 1-character key: only the header that carried it is dropped, not every header containing that character', async () => {
+    const { app } = gateway(upstream.url, { byok: (req) => req.get('x-client-key') });
+    await request(app)
+      .post(CHAT)
+      .set('x-client-key', 'a')
+      .set('user-agent', 'a-agent/1.0')
+      .set('x-note', 'a')
+      .set('accept', 'application/json')
+      .send(chatBody);
+    const h = upstream.seen[0]!.headers;
+    expect(upstream.keysSeen()).toEqual(['a']);
+    expect([h['x-client-key'], h['x-note']]).toEqual([undefined, undefined]); // whole value: the key
+    expect([h['content-type'], h['user-agent'], h.accept]).toEqual(['application/json', 'a-agent/1.0', 'application/json']);
+  });
+
+  test('a header that carried the key as "Bearer <key>", any case of the scheme, is dropped; one that only contains it is kept', async () => {
+    const { app } = gateway(upstream.url, { byok: (req) => /^bearer +(\S+)$/i.exec(req.get('x-upstream-auth') ?? '')?.[1] });
+    await request(app)
+      .post(CHAT)
+      .set('x-upstream-auth', `BEARER ${OWN}`)
+      .set('x-other', `bearer  ${OWN}`)
+      .set('x-trace', `trace-${OWN}`)
+      .send(chatBody);
+    const h = upstream.seen[0]!.headers;
+    expect(h.authorization).toBe(`Bearer ${OWN}`);
+    expect([h['x-upstream-auth'], h['x-other']]).toEqual([undefined, undefined]);
+    expect(h['x-trace']).toBe(`trace-${OWN}`);
   });
 });

@@ -4,6 +4,7 @@ import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
 import { ownAnswerHeaders } from './gateway/answer-headers.js';
+import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { HEADER_SAFE } from './pool/keys.js';
@@ -73,9 +74,8 @@ export class Forwarder {
   /** One attempt with the client's key, relayed whatever it says; or a walk over the pool. */
   forward(caller: Caller, request: Omit<UpstreamRequest, 'timeoutMs'>, req: Request): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
-      // The header the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
-      const headers = withoutValue(request.headers, caller.clientKey);
-      return this.send(caller.clientKey, { ...request, headers }).then(
+      // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
+      return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
         (response): WalkOutcome => ({ kind: 'relay', response }),
         failureOutcome,
       );
@@ -169,13 +169,4 @@ export class Forwarder {
   close(): Promise<void> {
     return this.dispatcher.close();
   }
-}
-
-function withoutValue(headers: OutgoingHeaders, secret: string): OutgoingHeaders {
-  const out: OutgoingHeaders = {};
-  for (const name in headers) {
-    const value = headers[name]!;
-    if (!(Array.isArray(value) ? value : [value]).some((v) => v.includes(secret))) out[name] = value;
-  }
-  return out;
 }
