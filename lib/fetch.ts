@@ -54,6 +54,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
 
   const failoverFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init);
+    const signal = callerSignal(input, init);
     const body = request.body === null ? null : Buffer.from(await request.arrayBuffer());
     if (body !== null && body.length > maxBodyBytes) {
       throw new RangeError(`${WHERE}: the request body is ${body.length} bytes, over maxBodyBytes (${maxBodyBytes}).`);
@@ -73,11 +74,12 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
         path: url.pathname + url.search,
         headers: { ...headers, [name]: value },
         body,
-        signal: request.signal,
+        signal,
         timeoutMs,
       });
     });
-    return toResponse(outcome, request.signal);
+    if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
+    return toResponse(outcome, signal);
   };
 
   function toResponse(outcome: WalkOutcome, signal: AbortSignal): Response {
@@ -112,6 +114,22 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   }
 
   return Object.assign(failoverFetch, { close: () => agent.close() });
+}
+
+const NEVER_ABORTED = new AbortController().signal;
+// An input Request, kept alive as long as the body of its answer: its signal follows the caller's only while it lives.
+const retained = new WeakMap<object, Request>();
+
+/**
+ * The caller's own signal (`init.signal`, else the input Request's), never
+ * the one of `new Request(input, init)`: undici links that one to the caller's
+ * through a WeakRef, so once a garbage collection took the Request (nothing
+ * holds it after this function returns) an abort would no longer reach the
+ * upstream, and the generation would run on, and be billed, to its end.
+ */
+function callerSignal(input: string | URL | Request, init: RequestInit | undefined): AbortSignal {
+  if (init?.signal !== undefined) return init.signal ?? NEVER_ABORTED;
+  return input instanceof Request ? input.signal : NEVER_ABORTED;
 }
 
 function toHeaders(headers: ResponseHeaders): Headers {
