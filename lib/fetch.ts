@@ -86,6 +86,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     switch (outcome.kind) {
       case 'relay': {
         const { status, headers, body } = outcome.response;
+        refuseInvalidStatus(status, body);
         if (NULL_BODY_STATUS.has(status)) {
           body.resume();
           return new Response(null, { status, headers: toHeaders(headers) });
@@ -114,6 +115,19 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   }
 
   return Object.assign(failoverFetch, { close: () => agent.close() });
+}
+
+/**
+ * A Response carries a status from 200 to 599 only (`new Response` throws a
+ * RangeError past it): any other rejects as a failed fetch, and its body is
+ * destroyed, which frees the upstream connection at once.
+ */
+function refuseInvalidStatus(status: number, body: Readable): void {
+  if (status >= 200 && status <= 599) return;
+  body.destroy();
+  throw new TypeError(`fetch failed: the upstream answered with HTTP status ${status}, which a Response cannot carry`, {
+    cause: new UpstreamFailure('unreachable'),
+  });
 }
 
 const NEVER_ABORTED = new AbortController().signal;
