@@ -5,6 +5,7 @@ import { walkPool, type WalkOutcome } from './failover.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
+import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
 import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import { KeyFailoverError, describeValue } from './validations.js';
@@ -79,22 +80,25 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
       });
     });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
-    return toResponse(outcome, signal);
+    return toResponse(outcome, signal, request.method);
   };
 
-  function toResponse(outcome: WalkOutcome, signal: AbortSignal): Response {
+  function toResponse(outcome: WalkOutcome, signal: AbortSignal, method: string): Response {
     switch (outcome.kind) {
       case 'relay': {
-        const { status, headers, body } = outcome.response;
-        refuseInvalidStatus(status, body);
-        if (NULL_BODY_STATUS.has(status)) {
-          body.resume();
-          return new Response(null, { status, headers: toHeaders(headers) });
+        const { status } = outcome.response;
+        refuseInvalidStatus(status, outcome.response.body);
+        if (NULL_BODY_STATUS.has(status) || method === 'HEAD') {
+          outcome.response.body.resume();
+          return new Response(null, { status, headers: toHeaders(outcome.response.headers) });
         }
+        const { headers, body } = decodeBody(outcome.response.headers, outcome.response.body);
         return new Response(Readable.toWeb(body) as ReadableStream, { status, headers: toHeaders(headers) });
       }
-      case 'held':
-        return new Response(outcome.response.body, { status: outcome.response.status, headers: toHeaders(outcome.response.headers) });
+      case 'held': {
+        const { headers, body } = decodeBody(outcome.response.headers, Readable.from([outcome.response.body]));
+        return new Response(Readable.toWeb(body) as ReadableStream, { status: outcome.response.status, headers: toHeaders(headers) });
+      }
       case 'error': {
         if (outcome.error === 'upstream_unreachable' || outcome.error === 'upstream_timeout') {
           const reason = outcome.error === 'upstream_timeout' ? 'timeout' : 'unreachable';
