@@ -34,12 +34,14 @@ afterAll(async () => {
 
 const CHUNKS = 100;
 const EVERY_MS = 20;
-let written = 0;
+/** What the current generation has written; each request has its own count (a lingering one cannot add to the next). */
+let current = { written: 0 };
 
 /** An SSE generation of CHUNKS chunks, one every EVERY_MS: 2 s unless the gateway hangs up. */
 function generation(format: 'openai' | 'anthropic') {
   return (_req: SeenRequest, res: ServerResponse): Promise<void> => {
-    written = 0;
+    const state = { written: 0 };
+    current = state;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'x-request-id': 'req_upstream', 'request-id': 'req_upstream' });
     if (format === 'anthropic') {
       res.write(
@@ -49,13 +51,13 @@ function generation(format: 'openai' | 'anthropic') {
     }
     return new Promise((resolve) => {
       const timer = setInterval(() => {
-        written++;
+        const n = ++state.written;
         res.write(
           format === 'openai'
-            ? `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: `w${written} ` } }] })}\n\n`
-            : `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: `w${written} ` } })}\n\n`,
+            ? `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: `w${n} ` } }] })}\n\n`
+            : `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: `w${n} ` } })}\n\n`,
         );
-        if (written === CHUNKS) {
+        if (n === CHUNKS) {
           clearInterval(timer);
           res.end(format === 'openai' ? 'data: [DONE]\n\n' : 'event: message_stop\ndata: {"type":"message_stop"}\n\n');
           resolve();
@@ -73,10 +75,10 @@ function generation(format: 'openai' | 'anthropic') {
 async function upstreamOutcome(): Promise<{ aborted: number; written: number }> {
   const deadline = Date.now() + CHUNKS * EVERY_MS + 500;
   while (upstream.aborted.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  return { aborted: upstream.aborted.length, written };
+  return { aborted: upstream.aborted.length, written: current.written };
 }
 
-/** Ordinary allocation until V8 has run a major collection on its own. */
+/** Ordinary allocation (no forced GC) until V8 has run two major collections on its own, or 10 s. */
 async function allocateUntilMajorGc(): Promise<number> {
   let majors = 0;
   const observer = new PerformanceObserver((list) => {
@@ -86,9 +88,9 @@ async function allocateUntilMajorGc(): Promise<number> {
   });
   observer.observe({ entryTypes: ['gc'] });
   let garbage: number[][] = [];
-  for (let i = 0; i < 2000 && majors < 2; i++) {
-    garbage.push(new Array(50_000).fill(i));
-    if (garbage.length > 20) garbage = [];
+  for (const deadline = Date.now() + 10_000; majors < 2 && Date.now() < deadline;) {
+    garbage.push(new Array(200_000).fill(garbage.length)); // 1.6 MB each, up to ~50 MB alive: old space fills
+    if (garbage.length > 30) garbage = [];
     await new Promise((r) => setImmediate(r));
   }
   observer.disconnect();
