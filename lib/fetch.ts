@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { MESSAGES, statusOf } from './errors.js';
 import { walkPool, type WalkOutcome } from './failover.js';
+import { ownAnswerHeaders, plainRequestId, poolRetryAfterMs } from './gateway/answer-headers.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
@@ -80,10 +81,10 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
       });
     });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
-    return toResponse(outcome, signal, request.method);
+    return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };
 
-  function toResponse(outcome: WalkOutcome, signal: AbortSignal, method: string): Response {
+  function toResponse(outcome: WalkOutcome, signal: AbortSignal, method: string, requestId: string | null): Response {
     switch (outcome.kind) {
       case 'relay': {
         const { status } = outcome.response;
@@ -106,8 +107,16 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
             cause: new UpstreamFailure(reason),
           });
         }
-        const headers = new Headers({ 'content-type': 'application/json', 'x-should-retry': 'false' });
-        if (outcome.retryAfterSeconds !== undefined) headers.set('retry-after', String(outcome.retryAfterSeconds));
+        const headers = new Headers({
+          ...ownAnswerHeaders(outcome.error, {
+            provider,
+            clientRequestId: plainRequestId(requestId),
+            retryAfterSeconds: outcome.retryAfterSeconds,
+            retryAfterMs: outcome.error === 'rate_limited' ? poolRetryAfterMs(pool) : undefined,
+          }),
+          'content-type': 'application/json',
+          'x-should-retry': 'false',
+        });
         return new Response(JSON.stringify(provider.errorBody(outcome.error, MESSAGES[outcome.error])), {
           status: statusOf(outcome.error),
           headers,

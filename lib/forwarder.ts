@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
-import { ownAnswerHeaders } from './gateway/answer-headers.js';
+import { ownAnswerHeaders, plainRequestId, poolRetryAfterMs } from './gateway/answer-headers.js';
 import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
@@ -22,8 +22,6 @@ import {
 import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './validations.js';
 
 export type Caller = { clientKey: string } | { pool: KeyPool };
-
-const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 /**
  * What keyFailover and keyPassthrough share on the gateway side: the
@@ -85,8 +83,7 @@ export class Forwarder {
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
   requestId(req: Request): string | undefined {
-    const id = req.headers['x-request-id'];
-    return typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
+    return plainRequestId(req.headers['x-request-id']);
   }
 
   /** The pool for this request, or undefined when the answer (500) was written. */
@@ -157,9 +154,20 @@ export class Forwarder {
   }
 
   fail(res: Response, kind: ErrorKind, retryAfterSeconds?: number, message?: string): void {
-    const headers = ownAnswerHeaders(kind);
-    if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
+    const req = res.req as Request | undefined;
+    const headers = ownAnswerHeaders(kind, {
+      provider: this.options.provider,
+      clientRequestId: req && this.requestId(req),
+      retryAfterSeconds,
+      retryAfterMs: kind === 'rate_limited' && req ? this.poolRetryAfterMs(req) : undefined,
+    });
     sendError(res, this.options.provider, kind, message === undefined ? { headers } : { headers, message });
+  }
+
+  /** The pool's exact wait, read again for `retry-after-ms` (the walk's outcome has whole seconds only). */
+  private poolRetryAfterMs(req: Request): number | undefined {
+    const pool = this.options.pool ?? (req.app?.locals?.['keyPool'] as unknown);
+    return isKeyPool(pool) ? poolRetryAfterMs(pool) : undefined;
   }
 
   warn(code: KeyFailoverErrorCode, message: string): void {

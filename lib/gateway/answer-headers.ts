@@ -1,7 +1,57 @@
+import { randomUUID } from 'node:crypto';
 import type { ErrorKind } from '../errors.js';
+import type { Provider } from '../providers/provider.js';
 import { ALLOW_HEADER } from './passthrough-methods.js';
 
-/** Headers that go with an answer the gateway writes itself, beside its JSON error body. */
-export function ownAnswerHeaders(kind: ErrorKind): Record<string, string> {
-  return kind === 'method_not_allowed' ? { allow: ALLOW_HEADER } : {};
+/**
+ * The headers of an answer the gateway writes itself. The SDKs read them:
+ * `x-request-id` (Anthropic's SDK: `request-id`) becomes `err.requestID`, so
+ * that a user can quote it; `x-should-retry: false` stops their automatic
+ * retries of an answer that a retry cannot change (every key refused the
+ * credentials, the request itself is refused), which they would otherwise
+ * repeat twice; `retry-after-ms` gives the pool's exact wait beside
+ * `Retry-After`'s whole seconds.
+ */
+
+const NOT_RETRYABLE: ReadonlySet<ErrorKind> = new Set<ErrorKind>([
+  'keys_disabled',
+  'body_too_large',
+  'invalid_client_key',
+  'invalid_path',
+  'method_not_allowed',
+  'path_not_allowed',
+  'no_pool',
+  'body_consumed',
+]);
+
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
+
+/** A client's request id when it is a plain token (letters, digits, `.:@/+=_-`, at most 128 characters). */
+export function plainRequestId(value: unknown): string | undefined {
+  return typeof value === 'string' && REQUEST_ID.test(value) ? value : undefined;
+}
+
+export interface AnswerDetails {
+  provider: Provider;
+  /** The client's own `x-request-id`, when a plain token; else one is made up. */
+  clientRequestId?: string | undefined;
+  retryAfterSeconds?: number | undefined;
+  retryAfterMs?: number | undefined;
+}
+
+export function ownAnswerHeaders(kind: ErrorKind, details: AnswerDetails): Record<string, string> {
+  const id = details.clientRequestId ?? `ekf-${randomUUID()}`;
+  const headers: Record<string, string> = { 'x-request-id': id };
+  if (details.provider.name === 'anthropic') headers['request-id'] = id;
+  if (NOT_RETRYABLE.has(kind)) headers['x-should-retry'] = 'false';
+  if (kind === 'method_not_allowed') headers['allow'] = ALLOW_HEADER;
+  if (details.retryAfterSeconds !== undefined) headers['retry-after'] = String(details.retryAfterSeconds);
+  if (details.retryAfterMs !== undefined) headers['retry-after-ms'] = String(details.retryAfterMs);
+  return headers;
+}
+
+/** The exact time until a key of the pool is back, when the pool is out because of rate limits. */
+export function poolRetryAfterMs(pool: { exhaustion(): { reason: string; retryAfterMs?: number } }): number | undefined {
+  const exhaustion = pool.exhaustion();
+  return exhaustion.reason === 'rate_limited' && exhaustion.retryAfterMs !== undefined ? Math.ceil(exhaustion.retryAfterMs) : undefined;
 }
