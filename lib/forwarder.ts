@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
+import { withoutAccountHeaders } from './gateway/account-headers.js';
 import { ownAnswerHeaders, plainRequestId, poolRetryAfterMs } from './gateway/answer-headers.js';
 import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
@@ -14,6 +15,7 @@ import {
   relayResponse,
   sendAttempt,
   sendHeldResponse,
+  type HeldResponse,
   type OutgoingHeaders,
   UpstreamFailure,
   type UpstreamRequest,
@@ -139,18 +141,23 @@ export class Forwarder {
   async write(outcome: WalkOutcome, res: Response): Promise<void> {
     switch (outcome.kind) {
       case 'relay':
-        return relayResponse(outcome.response, res).catch((error: unknown) => {
+        return relayResponse(this.forClient(outcome.response), res).catch((error: unknown) => {
           // Before the first byte: a clean 502. Mid-stream: the client's response has been ended.
           // Either way no key is to blame: the key's answer was a usable one.
           if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
         });
       case 'held':
-        return sendHeldResponse(outcome.response, res);
+        return sendHeldResponse(this.forClient(outcome.response), res);
       case 'error':
         return this.fail(res, outcome.error, outcome.retryAfterSeconds);
       case 'aborted':
         return;
     }
+  }
+
+  /** The answer as the client gets it: without the headers that name the pool's account, unless relayAccountHeaders. */
+  private forClient<T extends UpstreamResponse | HeldResponse>(answer: T): T {
+    return this.options.relayAccountHeaders ? answer : { ...answer, headers: withoutAccountHeaders(answer.headers) };
   }
 
   fail(res: Response, kind: ErrorKind, retryAfterSeconds?: number, message?: string): void {

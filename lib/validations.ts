@@ -79,6 +79,11 @@ export function checkKeyStateDuration(where: string, name: string, value: number
   }
 }
 
+export function checkBoolean(where: string, name: string, value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${where}: option "${name}" must be true or false, got ${describeValue(value)}.`);
+}
+
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the function type it expects
 export function checkFunction<T>(where: string, name: string, value: unknown): T {
   if (typeof value !== 'function') {
