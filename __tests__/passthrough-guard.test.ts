@@ -339,8 +339,9 @@ describe('allow and deny', () => {
     [{ allow: [] }, /option "allow" is an empty array, which would refuse every path/],
     [
       { allow: 'v1/models' },
-      /option "allow" must be a path prefix such as '\/v1\/files', a function \(path, req\) => boolean, or an array of them; got "v1\/models"/,
+      /option "allow" must be a path prefix such as '\/v1\/files', a function \(path, req\) => boolean, or an array of them; got a string\./,
     ],
+    [{ deny: [K0] }, /option "deny" .*; entry 0 is a string\./], // a key in the wrong place is not echoed
     [{ allow: ['/v1/models', '/v1/files?purpose=batch'] }, /option "allow" .*; entry 1 is "\/v1\/files\?purpose=batch"/],
     [{ deny: [42] }, /option "deny" .*; entry 0 is 42/],
     [{ deny: '/v1/../admin' }, /option "deny" .*got "\/v1\/..\/admin"/],

@@ -61,11 +61,16 @@ function checkRuleList(where: string, name: 'allow' | 'deny', value: unknown): R
         'ERR_EKF_INVALID_OPTION',
         `${where}: option "${name}" must be a path prefix such as '/v1/files', a function (path, req) => boolean, or an array of them; ${
           Array.isArray(value) ? `entry ${index} is` : 'got'
-        } ${typeof entry === 'string' ? JSON.stringify(entry) : describeValue(entry)}.`,
+        } ${describeEntry(entry)}.`,
       );
     }
   });
   return list;
+}
+
+// A string that starts with "/" is shown (it is a path gone wrong); any other is not: it could be a secret put in the wrong place.
+function describeEntry(entry: unknown): string {
+  return typeof entry === 'string' && entry.startsWith('/') ? JSON.stringify(entry) : describeValue(entry);
 }
 
 function normalise(path: string): string {
