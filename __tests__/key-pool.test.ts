@@ -57,6 +57,15 @@ describe('new KeyPool()', () => {
       /"minCooldownMs" \(5000\) must not be larger than "maxCooldownMs" \(4000\)/,
     ],
     [{ keys: [K0], store: {} }, 'ERR_EKF_INVALID_OPTION', /"store" must implement KeyStateStore/],
+    // Durations of a key's state: at most one year (past it a deadline is soon no printable date).
+    [
+      { keys: [K0], maxCooldownMs: Number.MAX_SAFE_INTEGER },
+      'ERR_EKF_INVALID_OPTION',
+      /option "maxCooldownMs" must be at most one year \(31536000000 ms\), got 9007199254740991/,
+    ],
+    [{ keys: [K0], defaultCooldownMs: 31_536_000_001 }, 'ERR_EKF_INVALID_OPTION', /option "defaultCooldownMs" must be at most one year/],
+    [{ keys: [K0], minCooldownMs: 40_000_000_000 }, 'ERR_EKF_INVALID_OPTION', /option "minCooldownMs" must be at most one year/],
+    [{ keys: [K0], authCooldownMs: 1e15 }, 'ERR_EKF_INVALID_OPTION', /option "authCooldownMs" must be at most one year/],
     [{ keys: [K0], cooldown: 5 }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "cooldown"/],
   ])('rejects %p with %s', (input, code, message) => {
     const error = thrown(() => new KeyPool(input as never));
@@ -66,6 +75,12 @@ describe('new KeyPool()', () => {
     // Never the key value, even when the key is what is wrong.
     for (const key of [K0, K1, K2]) expect(error.message).not.toContain(key);
   });
+});
+
+test('one year exactly is accepted for every key-state duration', () => {
+  const year = 365 * 24 * 60 * 60 * 1000;
+  const pool = new KeyPool({ keys: [K0], defaultCooldownMs: year, minCooldownMs: year, maxCooldownMs: year, authCooldownMs: year });
+  expect([pool.defaultCooldownMs, pool.cooldownBounds, pool.authCooldownMs]).toEqual([year, { minMs: year, maxMs: year }, year]);
 });
 
 describe('walker', () => {

@@ -1,8 +1,9 @@
 import express from 'express';
+import http from 'node:http';
 import { inspect } from 'node:util';
 import request from 'supertest';
-import { keyFailover, KeyPool } from '../lib/index.js';
-import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, useMockUpstream } from './support/gateway.js';
+import { createFailoverFetch, keyFailover, keyPassthrough, KeyPool } from '../lib/index.js';
+import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, status } from './support/mock-upstream.js';
 
 /**
@@ -84,5 +85,114 @@ test('no key value appears in anything the middleware writes, logs or reports', 
   for (const key of KEYS) {
     expect(everything).not.toContain(key);
     expect(everything).not.toContain(key.slice(3)); // without its "sk-" prefix
+  }
+});
+
+test('nor in the answers of the passthrough guards, the SDK-facing headers, createFailoverFetch failures and the new option errors', async () => {
+  const out: string[] = [];
+  const add = (res: request.Response): void => void out.push(`${res.status} ${JSON.stringify(res.headers)} ${res.text}`);
+
+  // The worst upstream: it echoes every request, headers and all (Apache's TRACE). Nothing refused may reach it.
+  upstream.behaviour = (req, res) => {
+    res.writeHead(200, { 'content-type': 'message/http' });
+    res.end(`${req.method} ${req.url}\r\n${JSON.stringify(req.headers)}`);
+  };
+  const app = express();
+  const passthrough = keyPassthrough({
+    target: upstream.url,
+    pool: new KeyPool([...KEYS]),
+    logger,
+    deny: ['/v1/organization', (path) => path === '/v1/odd' && (1 as never)],
+  });
+  app.use(passthrough);
+  const errors: string[] = [];
+  app.use(((error, _req, _res, next) => {
+    errors.push(String(error), inspect(error));
+    next(error); // Express's own handler answers 500
+  }) as express.ErrorRequestHandler);
+  const server = await listen(app);
+  const port = Number(new URL(server.url).port);
+  const raw = (method: string, path: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      http
+        .request({ host: '127.0.0.1', port, method, path, headers: { 'x-request-id': 'scan-1' } }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += c));
+          res.on('end', () => resolve(`${res.statusCode} ${JSON.stringify(res.headers)} ${body}`));
+        })
+        .on('error', reject)
+        .end();
+    });
+  try {
+    for (const [method, path] of [
+      ['TRACE', '/v1/models'],
+      ['PROPFIND', '/v1/files'],
+      ['GET', '/v1/organization/admin_api_keys'],
+      ['GET', '/v1/..\\..\\admin'],
+      ['GET', '/v1/files%2f..%2fadmin'],
+      ['GET', '/v1/odd'],
+    ]) {
+      out.push(await raw(method!, path!));
+    }
+  } finally {
+    await server.close();
+    await passthrough.close();
+  }
+  expect(out.map((o) => o.slice(0, 3))).toEqual(['405', '405', '403', '400', '400', '500']);
+  expect(upstream.seen).toHaveLength(0);
+  out.push(...errors);
+
+  // The pool's 429 and 502, with their request ids and retry hints.
+  let g = gateway(upstream.url, { logger });
+  for (const id of ['key-0', 'key-1', 'key-2']) g.pool.markRateLimited(id, 1_234);
+  add(await request(g.app).post(CHAT).send(chatBody));
+  for (const id of ['key-0', 'key-1', 'key-2']) g.pool.markDisabled(id);
+  add(await request(g.app).post(CHAT).send(chatBody));
+  g = gateway(upstream.url, { logger, provider: 'anthropic' });
+  for (const id of ['key-0', 'key-1', 'key-2']) g.pool.markDisabled(id);
+  add(await request(g.app).post('/v1/messages').send(chatBody));
+
+  // createFailoverFetch: an invalid status, a corrupt compressed body, the pool's own answers.
+  const pool = new KeyPool([...KEYS]);
+  const failoverFetch = createFailoverFetch(pool);
+  upstream.behaviour = (_req, res) => {
+    res.writeHead(600, { 'content-type': 'application/json' });
+    res.write('{');
+  };
+  const invalid = await failoverFetch(`${upstream.url}/v1/models`).catch((e: unknown) => e);
+  out.push(String(invalid), inspect(invalid, { depth: 5 }));
+  upstream.behaviour = (_req, res) => {
+    res.writeHead(200, { 'content-encoding': 'gzip' });
+    res.end('not gzip at all');
+  };
+  const corrupt = await (await failoverFetch(`${upstream.url}/v1/models`)).text().catch((e: unknown) => e);
+  out.push(String(corrupt), inspect(corrupt, { depth: 5 }));
+  for (const id of ['key-0', 'key-1', 'key-2']) pool.markRateLimited(id, 5_000);
+  const limited = await failoverFetch(`${upstream.url}/v1/models`);
+  out.push(`${limited.status} ${JSON.stringify([...limited.headers])} ${await limited.text()}`);
+  await failoverFetch.close();
+
+  // Option errors, some with a key value where a path or a duration should be.
+  for (const create of [
+    () => keyPassthrough({ deny: [K0] }),
+    () => keyPassthrough({ allow: K1 }),
+    () => new KeyPool({ keys: [...KEYS], maxCooldownMs: Number.MAX_SAFE_INTEGER }),
+    () => new KeyPool({ keys: [...KEYS], authCooldownMs: 1e15 }),
+    () => keyFailover({ relayAccountHeaders: K2 as never }),
+  ]) {
+    try {
+      create();
+      out.push('did not throw');
+    } catch (error) {
+      out.push(String(error), inspect(error));
+    }
+  }
+
+  expect(out.filter((o) => o === 'did not throw')).toEqual([]);
+  const everything = out.join('\n');
+  expect(everything).toContain('x-should-retry');
+  for (const key of KEYS) {
+    expect(everything).not.toContain(key);
+    expect(everything).not.toContain(key.slice(3));
   }
 });

@@ -199,3 +199,40 @@ test('a refresh that fails says so and keeps the last state, still counting down
 test('nothing was refused or broken in the browser (CSP violations are console errors)', () => {
   expect(browserErrors.filter((e) => !/status of 403/.test(e))).toEqual([]);
 });
+
+describe('a deadline past the year 275760', () => {
+  // Reachable with a direct mark (or a store holding a wild value); headers alone stop at maxCooldownMs, at most a year.
+  test('the page still renders and refreshes, and the browser reports no error', async () => {
+    const far = gateway(upstream.url, {}, {}, (app) => app.get('/far', poolStatus()));
+    far.pool.markRateLimited('key-0', Number.MAX_SAFE_INTEGER);
+    far.pool.markRateLimited('key-1', 90_000);
+    const farServer = await listen(far.app);
+    const context = await browser!.newContext({ viewport: { width: 760, height: 320 } });
+    const farPage = await context.newPage();
+    const errors: string[] = [];
+    farPage.on('console', (message) => {
+      if (message.type() === 'error' || message.type() === 'warning') errors.push(message.text());
+    });
+    farPage.on('pageerror', (error) => errors.push(error.message));
+    try {
+      const response = await farPage.goto(`${farServer.url}/far?format=html`);
+      expect(response?.status()).toBe(200);
+      const cell = farPage.locator('tr[data-key-id="key-0"] td.remaining');
+      expect(await cell.textContent()).toMatch(/^\d{6,}h \d\dm \d\ds$/);
+      expect(await cell.getAttribute('title')).toBeNull();
+      expect(await farPage.locator('tr[data-key-id="key-1"] td.remaining').textContent()).toMatch(/^1m 30s$|^1m 2\ds$/);
+
+      // A refresh re-renders every row from the JSON: it must not fail on the far deadline either.
+      await farPage.locator('#note', { hasText: /^Updated / }).waitFor({ timeout: 6000 });
+      expect(await farPage.locator('#note').getAttribute('class')).toBe('');
+      expect(await cell.textContent()).toMatch(/^\d{6,}h \d\dm \d\ds$/);
+      expect(await farPage.locator('tr[data-key-id="key-1"] td.remaining').getAttribute('title')).toBe(
+        new Date(far.pool.snapshot()[1]!.cooldownUntil!).toISOString(),
+      );
+    } finally {
+      await context.close();
+      await farServer.close();
+    }
+    expect(errors).toEqual([]);
+  });
+});

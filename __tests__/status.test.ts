@@ -241,3 +241,34 @@ describe('options', () => {
     expect(() => poolStatus(null as never)).toThrow(/poolStatus\(\): options must be an object, got null/);
   });
 });
+
+describe('deadlines no Date can hold', () => {
+  const YEAR = 365 * 24 * 60 * 60 * 1000;
+
+  test('a cooldown past the year 275760 (a direct mark) still renders: HTML and JSON 200, the countdown without a date title', async () => {
+    const gw = gateway(upstream.url, {}, {}, (app) => app.get('/admin/keys', poolStatus()));
+    gw.pool.markRateLimited('key-0', Number.MAX_SAFE_INTEGER);
+    const until = gw.pool.snapshot()[0]!.cooldownUntil!;
+    expect(() => new Date(until).toISOString()).toThrow(RangeError); // the premise
+
+    const html = await request(gw.app).get('/admin/keys?format=html');
+    expect(html.status).toBe(200);
+    expect(html.text).toMatch(new RegExp(`<td class="remaining" data-until="${until}">\\d+h \\d\\dm \\d\\ds</td>`));
+    const json = await request(gw.app).get('/admin/keys');
+    expect([json.status, json.body.keys[0].cooldownUntil]).toEqual([200, until]);
+  });
+
+  test('a hostile Retry-After against maxCooldownMs at its one-year bound: the key cools one year, the page renders', async () => {
+    const gw = gateway(upstream.url, {}, { maxCooldownMs: YEAR }, (app) => app.get('/admin/keys', poolStatus()));
+    upstream.behaviour = byKey(
+      { [K0]: openai.rateLimited(chatBody.model, { 'retry-after': '9'.repeat(20), 'retry-after-ms': '9'.repeat(30) }) },
+      ok(),
+    );
+    expect((await request(gw.app).post(CHAT).send(chatBody)).status).toBe(200);
+    expect(gw.pool.snapshot()[0]!.models).toEqual([{ model: chatBody.model, cooldownUntil: gw.clock.time + YEAR }]);
+
+    const html = await request(gw.app).get('/admin/keys?format=html');
+    expect(html.status).toBe(200);
+    expect(html.text).toContain(`<span data-until="${gw.clock.time + YEAR}">8760h 00m 00s</span>`);
+  });
+});

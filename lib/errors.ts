@@ -8,6 +8,8 @@ export type ErrorKind =
   | 'body_too_large'
   | 'invalid_client_key'
   | 'invalid_path'
+  | 'method_not_allowed'
+  | 'path_not_allowed'
   | 'rate_limited'
   | 'keys_disabled'
   | 'keys_out_of_quota'
@@ -21,6 +23,8 @@ const STATUS: Record<ErrorKind, number> = {
   body_too_large: 413,
   invalid_client_key: 400,
   invalid_path: 400,
+  method_not_allowed: 405,
+  path_not_allowed: 403,
   rate_limited: 429,
   keys_disabled: 502,
   keys_out_of_quota: 502,
@@ -34,7 +38,10 @@ export const MESSAGES: Record<ErrorKind, string> = {
   body_consumed: 'The gateway could not read the request body: a body parser consumed it and left nothing in req.body to replay.',
   body_too_large: 'The request body is larger than the gateway allows.',
   invalid_client_key: 'The API key supplied with the request is not a valid header value.',
-  invalid_path: 'The request path contains dot segments ("." or ".."), which the gateway does not forward.',
+  invalid_path:
+    'The request path contains dot segments ("." or ".."), a backslash or an encoded slash, or does not stay under the API base path; the gateway does not forward it.',
+  method_not_allowed: 'The gateway does not forward this HTTP method; the Allow header lists the ones it does.',
+  path_not_allowed: 'The gateway does not forward requests to this path.',
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
   keys_out_of_quota: "All configured keys are out of quota: the upstream account's credit or spend limit is used up.",

@@ -34,7 +34,7 @@ export interface WalkContext {
 export type WalkOutcome =
   | { kind: 'relay'; response: UpstreamResponse }
   | { kind: 'held'; response: HeldResponse }
-  | { kind: 'error'; error: ErrorKind; retryAfterSeconds?: number }
+  | { kind: 'error'; error: ErrorKind; retryAfterMs?: number }
   | { kind: 'aborted' };
 
 /** One answer, judged: what it does to the key, and what is left of it to relay. */
@@ -220,7 +220,7 @@ export function exhaustedOutcome(pool: KeyPool, walker: KeyWalker | undefined, r
   pool.emit('exhausted', { ...exhaustion, ...(requestId === undefined ? {} : { requestId }) });
   if (exhaustion.reason === 'disabled') return { kind: 'error', error: 'keys_disabled' };
   if (exhaustion.reason === 'quota') return { kind: 'error', error: 'keys_out_of_quota' };
-  return { kind: 'error', error: 'rate_limited', retryAfterSeconds: Math.max(1, Math.ceil(exhaustion.retryAfterMs / 1000)) };
+  return { kind: 'error', error: 'rate_limited', retryAfterMs: Math.ceil(exhaustion.retryAfterMs) };
 }
 
 export function failureOutcome(error: unknown): WalkOutcome {

@@ -2,12 +2,15 @@ import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { MESSAGES, statusOf } from './errors.js';
 import { walkPool, type WalkOutcome } from './failover.js';
+import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import { addKeyHeaders } from './providers/provider.js';
 import { readModel } from './request/model.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
+import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
+import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
 export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes'>;
@@ -49,6 +52,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'connection',
     'keep-alive',
     'transfer-encoding',
+    ...OVERRIDE_HEADERS,
     ...provider.clientAuthHeaders,
     // The SDK's own OpenAI-Organization / OpenAI-Project (OPENAI_ORG_ID) belong to its key, not the pool's.
     ...provider.accountHeaders,
@@ -56,6 +60,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
 
   const failoverFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init);
+    const signal = callerSignal(input, init);
     const body = request.body === null ? null : Buffer.from(await request.arrayBuffer());
     if (body !== null && body.length > maxBodyBytes) {
       throw new RangeError(`${WHERE}: the request body is ${body.length} bytes, over maxBodyBytes (${maxBodyBytes}).`);
@@ -76,26 +81,31 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
         path: url.pathname + url.search,
         headers: keyHeaders,
         body,
-        signal: request.signal,
+        signal,
         timeoutMs,
       });
     };
     const outcome = await walkPool(pool, failover, send, { model: () => readModel(body) });
-    return toResponse(outcome, request.signal);
+    if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
+    return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };
 
-  function toResponse(outcome: WalkOutcome, signal: AbortSignal): Response {
+  function toResponse(outcome: WalkOutcome, signal: AbortSignal, method: string, requestId: string | null): Response {
     switch (outcome.kind) {
       case 'relay': {
-        const { status, headers, body } = outcome.response;
-        if (NULL_BODY_STATUS.has(status)) {
-          body.resume();
-          return new Response(null, { status, headers: toHeaders(headers) });
+        const { status } = outcome.response;
+        refuseInvalidStatus(status, outcome.response.body);
+        if (NULL_BODY_STATUS.has(status) || method === 'HEAD') {
+          outcome.response.body.resume();
+          return new Response(null, { status, headers: toHeaders(outcome.response.headers) });
         }
+        const { headers, body } = decodeBody(outcome.response.headers, outcome.response.body);
         return new Response(Readable.toWeb(body) as ReadableStream, { status, headers: toHeaders(headers) });
       }
-      case 'held':
-        return new Response(outcome.response.body, { status: outcome.response.status, headers: toHeaders(outcome.response.headers) });
+      case 'held': {
+        const { headers, body } = decodeBody(outcome.response.headers, Readable.from([outcome.response.body]));
+        return new Response(Readable.toWeb(body) as ReadableStream, { status: outcome.response.status, headers: toHeaders(headers) });
+      }
       case 'error': {
         if (outcome.error === 'upstream_unreachable' || outcome.error === 'upstream_timeout') {
           const reason = outcome.error === 'upstream_timeout' ? 'timeout' : 'unreachable';
@@ -103,8 +113,15 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
             cause: new UpstreamFailure(reason),
           });
         }
-        const headers = new Headers({ 'content-type': 'application/json', 'x-should-retry': 'false' });
-        if (outcome.retryAfterSeconds !== undefined) headers.set('retry-after', String(outcome.retryAfterSeconds));
+        const headers = new Headers({
+          ...ownAnswerHeaders(outcome.error, {
+            provider,
+            clientRequestId: plainRequestId(requestId),
+            retryAfterMs: outcome.retryAfterMs,
+          }),
+          'content-type': 'application/json',
+          'x-should-retry': 'false',
+        });
         return new Response(JSON.stringify(provider.errorBody(outcome.error, MESSAGES[outcome.error])), {
           status: statusOf(outcome.error),
           headers,
@@ -116,6 +133,35 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   }
 
   return Object.assign(failoverFetch, { close: () => agent.close() });
+}
+
+/**
+ * A Response carries a status from 200 to 599 only (`new Response` throws a
+ * RangeError past it): any other rejects as a failed fetch, and its body is
+ * destroyed, which frees the upstream connection at once.
+ */
+function refuseInvalidStatus(status: number, body: Readable): void {
+  if (status >= 200 && status <= 599) return;
+  body.destroy();
+  throw new TypeError(`fetch failed: the upstream answered with HTTP status ${status}, which a Response cannot carry`, {
+    cause: new UpstreamFailure('unreachable'),
+  });
+}
+
+const NEVER_ABORTED = new AbortController().signal;
+// An input Request, kept alive as long as the body of its answer: its signal follows the caller's only while it lives.
+const retained = new WeakMap<object, Request>();
+
+/**
+ * The caller's own signal (`init.signal`, else the input Request's), never
+ * the one of `new Request(input, init)`: undici links that one to the caller's
+ * through a WeakRef, so once a garbage collection took the Request (nothing
+ * holds it after this function returns) an abort would no longer reach the
+ * upstream, and the generation would run on, and be billed, to its end.
+ */
+function callerSignal(input: string | URL | Request, init: RequestInit | undefined): AbortSignal {
+  if (init?.signal !== undefined) return init.signal ?? NEVER_ABORTED;
+  return input instanceof Request ? input.signal : NEVER_ABORTED;
 }
 
 function toHeaders(headers: ResponseHeaders): Headers {

@@ -3,16 +3,21 @@ import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
+import { withoutAccountHeaders } from './gateway/account-headers.js';
+import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
+import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import type { ModelSource } from './pool/walker.js';
 import { HEADER_SAFE } from './pool/keys.js';
 import { addKeyHeaders } from './providers/provider.js';
+import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import {
   hopByHop,
   relayResponse,
   sendAttempt,
   sendHeldResponse,
+  type HeldResponse,
   type OutgoingHeaders,
   UpstreamFailure,
   type UpstreamRequest,
@@ -25,8 +30,6 @@ export type Caller = { clientKey: string } | { pool: KeyPool };
 /** What one request sends upstream, whichever key it goes with. */
 export type Outgoing = Omit<UpstreamRequest, 'timeoutMs'>;
 
-const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
-
 /**
  * What keyFailover and keyPassthrough share on the gateway side: the
  * upstream connection pool, finding the key pool and the client's key for a
@@ -34,7 +37,8 @@ const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
  */
 export class Forwarder {
   private readonly dispatcher: Pool;
-  private readonly basePath: string;
+  /** The target's path, without a trailing slash: what every upstream path starts with. */
+  readonly basePath: string;
   private readonly warnings: OnceLogger;
   private readonly dropFromRequest: ReadonlySet<string>;
   // The client's account headers go with the client's own key only.
@@ -48,8 +52,15 @@ export class Forwarder {
     this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
     this.warnings = new OnceLogger(options.logger);
     this.fixedQuery = Object.entries(options.provider.query);
-    // Cookies are the gateway's own session credentials: never for the upstream.
-    this.dropFromRequest = new Set(['host', 'content-length', 'expect', 'cookie', ...options.provider.clientAuthHeaders]);
+    // Cookies are the gateway's own session credentials: never for the upstream; nor may a header change its method or path.
+    this.dropFromRequest = new Set([
+      'host',
+      'content-length',
+      'expect',
+      'cookie',
+      ...OVERRIDE_HEADERS,
+      ...options.provider.clientAuthHeaders,
+    ]);
     this.dropWithPoolKey = new Set([...this.dropFromRequest, ...options.provider.accountHeaders]);
   }
 
@@ -74,9 +85,8 @@ export class Forwarder {
    */
   forward(caller: Caller, request: Outgoing, req: Request, model?: ModelSource): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
-      // The header the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
-      const headers = withoutValue(request.headers, caller.clientKey);
-      return this.send(caller.clientKey, { ...request, headers }).then(
+      // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
+      return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
         (response): WalkOutcome => ({ kind: 'relay', response }),
         failureOutcome,
       );
@@ -86,8 +96,7 @@ export class Forwarder {
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
   requestId(req: Request): string | undefined {
-    const id = req.headers['x-request-id'];
-    return typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
+    return plainRequestId(req.headers['x-request-id']);
   }
 
   /** The pool for this request, or undefined when the answer (500) was written. */
@@ -112,8 +121,9 @@ export class Forwarder {
   }
 
   /**
-   * The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie and the client's
-   * credentials; for a pool key, also less the client's account headers (`OpenAI-Organization`, ...).
+   * The client's headers less hop-by-hop ones, Host, Expect, Content-Length, Cookie, method/path
+   * overrides and the client's credentials; for a pool key, also less the client's account headers
+   * (`OpenAI-Organization`, ...).
    */
   upstreamHeaders(incoming: IncomingHttpHeaders, caller: Caller): OutgoingHeaders {
     const hop = hopByHop(incoming);
@@ -145,22 +155,29 @@ export class Forwarder {
   async write(outcome: WalkOutcome, res: Response): Promise<void> {
     switch (outcome.kind) {
       case 'relay':
-        return relayResponse(outcome.response, res).catch((error: unknown) => {
+        return relayResponse(this.forClient(outcome.response), res).catch((error: unknown) => {
           // Before the first byte: a clean 502. Mid-stream: the client's response has been ended.
           // Either way no key is to blame: the key's answer was a usable one.
           if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
         });
       case 'held':
-        return sendHeldResponse(outcome.response, res);
+        return sendHeldResponse(this.forClient(outcome.response), res);
       case 'error':
-        return this.fail(res, outcome.error, outcome.retryAfterSeconds);
+        return this.fail(res, outcome.error, { retryAfterMs: outcome.retryAfterMs });
       case 'aborted':
         return;
     }
   }
 
-  fail(res: Response, kind: ErrorKind, retryAfterSeconds?: number, message?: string): void {
-    const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
+  /** The answer as the client gets it: without the headers that name the pool's account, unless relayAccountHeaders. */
+  private forClient<T extends UpstreamResponse | HeldResponse>(answer: T): T {
+    return this.options.relayAccountHeaders ? answer : { ...answer, headers: withoutAccountHeaders(answer.headers) };
+  }
+
+  /** Writes the gateway's own answer: `retryAfterMs` (the pool's 429) gives `Retry-After` and `retry-after-ms`. */
+  fail(res: Response, kind: ErrorKind, { retryAfterMs, message }: { retryAfterMs?: number | undefined; message?: string } = {}): void {
+    const req = res.req as Request | undefined;
+    const headers = ownAnswerHeaders(kind, { provider: this.options.provider, clientRequestId: req && this.requestId(req), retryAfterMs });
     sendError(res, this.options.provider, kind, message === undefined ? { headers } : { headers, message });
   }
 
@@ -171,13 +188,4 @@ export class Forwarder {
   close(): Promise<void> {
     return this.dispatcher.close();
   }
-}
-
-function withoutValue(headers: OutgoingHeaders, secret: string): OutgoingHeaders {
-  const out: OutgoingHeaders = {};
-  for (const name in headers) {
-    const value = headers[name]!;
-    if (!(Array.isArray(value) ? value : [value]).some((v) => v.includes(secret))) out[name] = value;
-  }
-  return out;
 }

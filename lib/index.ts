@@ -25,6 +25,7 @@ export {
 } from './pool/store.js';
 export { KeyFailoverError, type KeyFailoverErrorCode, type Logger } from './validations.js';
 export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';
+export type { PassthroughPathRule } from './gateway/path-rules.js';
 export { openaiCompatible, type OpenAICompatibleOptions } from './providers/openai.js';
 export type { Provider } from './providers/provider.js';
 export type { ErrorKind } from './errors.js';

@@ -24,12 +24,9 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     const read = await readRequestBody(req, maxBodyBytes);
     if (!read.ok) {
       if (read.reason === 'too_large') {
-        return forwarder.fail(
-          res,
-          'body_too_large',
-          undefined,
-          `The request body is larger than the gateway's limit of ${maxBodyBytes} bytes.`,
-        );
+        return forwarder.fail(res, 'body_too_large', {
+          message: `The request body is larger than the gateway's limit of ${maxBodyBytes} bytes.`,
+        });
       }
       if (read.reason === 'consumed') {
         forwarder.warn('ERR_EKF_BODY_CONSUMED', MESSAGES.body_consumed);

@@ -7,6 +7,7 @@ import { openai } from './providers/openai.js';
 import type { Provider } from './providers/provider.js';
 import {
   KeyFailoverError,
+  checkBoolean,
   checkFunction,
   checkKnownOptions,
   checkLogger,
@@ -39,6 +40,11 @@ export interface KeyFailoverOptions {
   failover?: FailoverMap;
   /** Where request-time misconfiguration warnings go (once per kind). Default `console`; `false` for none. */
   logger?: Logger | false;
+  /**
+   * Relay the upstream headers that name the pool's account (`openai-organization`, `openai-project`,
+   * `anthropic-organization-id`) to the client. Default `false`: a tenant does not learn whose account serves it.
+   */
+  relayAccountHeaders?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -50,12 +56,23 @@ export interface ResolvedOptions {
   timeoutMs: number;
   failover: FailoverPolicy;
   logger: Logger | undefined;
+  relayAccountHeaders: boolean;
 }
 
 /** The `failover` option: actions by HTTP status (400-599) and by cause. */
 export type FailoverMap = { [status: number]: FailoverAction | undefined } & { [cause in FailureCause]?: FailoverAction };
 
-export const KEY_FAILOVER_OPTIONS = ['target', 'provider', 'pool', 'byok', 'maxBodyBytes', 'timeoutMs', 'failover', 'logger'] as const;
+export const KEY_FAILOVER_OPTIONS = [
+  'target',
+  'provider',
+  'pool',
+  'byok',
+  'maxBodyBytes',
+  'timeoutMs',
+  'failover',
+  'logger',
+  'relayAccountHeaders',
+] as const;
 const ACTIONS: readonly FailoverAction[] = ['cooldown', 'disable', 'skip', 'relay'];
 
 /** Validates the options given to `where` ('keyFailover()', 'keyPassthrough()'); `known` lists the ones it takes. */
@@ -78,6 +95,7 @@ export function resolveOptions(where: string, options: unknown, known: readonly 
     timeoutMs: given.timeoutMs === undefined ? 10 * 60 * 1000 : checkPositiveInteger(where, 'timeoutMs', given.timeoutMs),
     failover: { ...checkFailover(where, given.failover), classifier: provider.failures },
     logger: checkLogger(where, given.logger),
+    relayAccountHeaders: checkBoolean(where, 'relayAccountHeaders', given.relayAccountHeaders) ?? false,
   };
 }
 

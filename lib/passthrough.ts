@@ -2,17 +2,24 @@ import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
 import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkOutcome } from './failover.js';
 import { Forwarder, type Outgoing } from './forwarder.js';
+import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
+import { checkPassthroughPath } from './gateway/passthrough-path.js';
+import { checkPathRules, type PassthroughPathRule } from './gateway/path-rules.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
-export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'>;
+export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'> & {
+  /** Only these paths (prefixes, or functions `(path, req) => boolean`) are forwarded. Default: every path not denied. */
+  allow?: PassthroughPathRule | readonly PassthroughPathRule[];
+  /** These paths are refused with a 403 (checked before `allow`). Default: the admin API (`/v1/organization`, `/v1/organizations`). */
+  deny?: PassthroughPathRule | readonly PassthroughPathRule[];
+};
 
-const KNOWN = KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes');
-// "/./", "/../", also percent-encoded, anywhere in the path.
-const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+const KNOWN = [...KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes'), 'allow', 'deny'];
+const WHERE = 'keyPassthrough()';
 
 /**
  * The rest of the provider's API (models, embeddings, files, ...), proxied
@@ -22,10 +29,14 @@ const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
  * that key, so the pool learns from it, and the answer is relayed.
  */
 export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMiddleware {
-  const forwarder = new Forwarder(resolveOptions('keyPassthrough()', options, KNOWN));
+  const forwarder = new Forwarder(resolveOptions(WHERE, options, KNOWN));
+  const rules = checkPathRules(WHERE, options ?? {});
 
   const handle = async (req: Request, res: Response): Promise<void> => {
-    if (DOT_SEGMENT.test(req.path)) return forwarder.fail(res, 'invalid_path');
+    if (!PASSTHROUGH_METHODS.has(req.method)) return forwarder.fail(res, 'method_not_allowed');
+    const path = checkPassthroughPath(req.path, forwarder.options.target, forwarder.basePath);
+    if (!path.ok) return forwarder.fail(res, 'invalid_path');
+    if (!rules.permits(path.routed, req)) return forwarder.fail(res, 'path_not_allowed');
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;
 

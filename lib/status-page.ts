@@ -106,7 +106,8 @@ const SCRIPT = `
       const left = cell(tr, 'remaining', state === 'disabled' && until === undefined ? 'until enabled' : '');
       if (typeof until === 'number') {
         left.setAttribute('data-until', String(until));
-        left.title = new Date(until).toISOString();
+        const date = new Date(until);
+        if (!Number.isNaN(date.getTime())) left.title = date.toISOString(); // past the year 275760 there is no date to show
       }
       const models = cell(tr, 'models', '');
       for (const entry of Array.isArray(key.models) ? key.models : []) {
@@ -174,12 +175,18 @@ export function formatRemaining(ms: number): string {
   return `${sec}s`;
 }
 
+/** The deadline as an ISO time for the cell's title; none past the year 275760 (toISOString would throw), so that rendering never fails. */
+function titleOf(until: number): string {
+  const date = new Date(until);
+  return Number.isNaN(date.getTime()) ? '' : ` title="${escapeHtml(date.toISOString())}"`;
+}
+
 function renderRow(key: KeySnapshot, now: number): string {
   const state = Object.hasOwn(STATE_COLOURS, key.state) ? key.state : 'unknown';
   const until = state === 'cooling' ? key.cooldownUntil : state === 'disabled' ? key.disabledUntil : undefined;
   let remaining = '<td class="remaining"></td>';
   if (typeof until === 'number' && Number.isFinite(until)) {
-    remaining = `<td class="remaining" data-until="${escapeHtml(until)}" title="${escapeHtml(new Date(until).toISOString())}">${escapeHtml(formatRemaining(until - now))}</td>`;
+    remaining = `<td class="remaining" data-until="${escapeHtml(until)}"${titleOf(until)}>${escapeHtml(formatRemaining(until - now))}</td>`;
   } else if (state === 'disabled') {
     remaining = '<td class="remaining">until enabled</td>';
   }

@@ -48,6 +48,16 @@ export function checkKnownOptions(where: string, options: object, known: readonl
   }
 }
 
+/**
+ * The longest a single option may keep a key out: one year. Past it a
+ * deadline soon stops being a date at all (`new Date(...)` gives up past the
+ * year 275760, and a page that prints it fails), and a typo is likelier than
+ * intent.
+ */
+export const MAX_KEY_STATE_MS = 365 * 24 * 60 * 60 * 1000;
+// The KeyPool options that are durations of a key's state: defaultCooldownMs, minCooldownMs, maxCooldownMs, authCooldownMs.
+const KEY_STATE_DURATION = /CooldownMs$/;
+
 export function checkPositiveInteger(where: string, name: string, value: unknown, { allowZero = false } = {}): number {
   const ok = typeof value === 'number' && Number.isSafeInteger(value) && (allowZero ? value >= 0 : value > 0);
   if (!ok) {
@@ -56,7 +66,22 @@ export function checkPositiveInteger(where: string, name: string, value: unknown
       `${where}: option "${name}" must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${describeValue(value)}.`,
     );
   }
+  if (KEY_STATE_DURATION.test(name)) checkKeyStateDuration(where, name, value);
   return value;
+}
+
+export function checkKeyStateDuration(where: string, name: string, value: number): void {
+  if (value > MAX_KEY_STATE_MS) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${where}: option "${name}" must be at most one year (${MAX_KEY_STATE_MS} ms), got ${value}.`,
+    );
+  }
+}
+
+export function checkBoolean(where: string, name: string, value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${where}: option "${name}" must be true or false, got ${describeValue(value)}.`);
 }
 
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the function type it expects

@@ -1,8 +1,8 @@
 import express from 'express';
 import http from 'node:http';
 import net from 'node:net';
-import { keyFailover, KeyPool } from '../lib/index.js';
-import { CHAT, Capture, KEYS, send, sleep, until, writeFigures } from './support/common.js';
+import { keyFailover, keyPassthrough, KeyPool } from '../lib/index.js';
+import { CHAT, Capture, KEYS, listen, send, sleep, until, writeFigures } from './support/common.js';
 import { errorCode, startGateway, type Gateway } from './support/gateway.js';
 import { Upstream, json } from './support/upstream.js';
 
@@ -525,6 +525,136 @@ describe('path tricks', () => {
       expect(outcomes).toEqual([]);
       expect(decoy.seen).toHaveLength(0);
       expect(adminHits).toBe(0);
+    });
+  });
+});
+
+describe('keyPassthrough: a tenant reaching for the whole account', () => {
+  let port = 0;
+  let close: () => Promise<void> = async () => {};
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    const app = express();
+    const passthrough = keyPassthrough({
+      target: upstream.url,
+      pool: new KeyPool({ keys: KEYS.slice(0, 3) }),
+      byok: byokFromHeaderOrQuery,
+      logger: false,
+    });
+    app.use(passthrough);
+    app.all('/admin', (_req, res) => {
+      adminHits++;
+      res.send('admin');
+    });
+    app.use(((error, _req, _res, next) => {
+      errors.push(String(error));
+      next(error);
+    }) as express.ErrorRequestHandler);
+    const server = await listen(app);
+    port = server.port;
+    close = async () => {
+      await server.close();
+      await passthrough.close();
+    };
+  });
+  afterAll(() => close());
+
+  const get = (target: string, method = 'GET', extra = ''): string =>
+    `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${extra}connection: close\r\n\r\n`;
+
+  test('methods the provider APIs do not have: 405 with Allow, never sent upstream, even to an upstream that echoes them', async () => {
+    upstream.behaviour = (req, res) => {
+      res.writeHead(200, { 'content-type': 'message/http' });
+      res.end(`${req.method} ${req.url}\r\n${req.rawHeaders.join('\r\n')}`);
+    };
+    const outcomes: string[] = [];
+    for (const method of [
+      'TRACE',
+      'PROPFIND',
+      'PROPPATCH',
+      'PURGE',
+      'MKCOL',
+      'LOCK',
+      'UNLOCK',
+      'COPY',
+      'MOVE',
+      'SEARCH',
+      'REPORT',
+      'LINK',
+      'UNLINK',
+      'MKCALENDAR',
+      'SUBSCRIBE',
+      'NOTIFY',
+    ]) {
+      hostile('passthrough method');
+      const r = await rawRequest(port, get('/v1/models', method));
+      capture.add(`passthrough ${method}`, Buffer.concat([Buffer.from(r.head), r.body]));
+      if (r.status !== 405 || !/\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n/i.test(`${r.head}\r\n`))
+        outcomes.push(`${method} -> ${r.status}`);
+    }
+    track(() => {
+      expect(outcomes).toEqual([]);
+      expect(upstream.seen).toHaveLength(0);
+    });
+  });
+
+  test('paths that resolve elsewhere, or reach the admin API: refused, nothing sent upstream or to another route', async () => {
+    const refused: [string, number][] = [
+      ['/v1/..\\..\\admin', 400],
+      ['/v1\\..\\admin', 400],
+      ['/v1/files\\..\\..\\..\\admin', 400],
+      ['/v1/files%2f..%2f..%2fadmin', 400],
+      ['/v1/files%2F..%2F..%2Fadmin', 400],
+      ['/v1/files%5c..%5c..%5cadmin', 400],
+      ['/v1/files%5C..%5Cadmin', 400],
+      ['/v1/%2e%2e/admin', 400],
+      ['/v1/.%2E/admin', 400],
+      ['//127.0.0.1:9/v1/models', 400],
+      ['/v1/files/%ff%fe%', 400],
+      ['/v1/organization/users', 403],
+      ['/v1/organization/admin_api_keys?limit=100', 403],
+      ['/v1/organization', 403],
+      ['/V1/ORGANIZATION/projects', 403],
+      ['/v1//organization//users', 403],
+      ['/v1/%6f%72%67anization/users', 403],
+      ['/v1/organizations/api_keys', 403],
+      [`http://127.0.0.1:${decoy.port}/v1/organization/users`, 403],
+    ];
+    const outcomes: string[] = [];
+    for (const [target, expected] of refused) {
+      hostile('passthrough path');
+      upstream.seen.length = 0;
+      const r = await rawRequest(port, get(target, 'GET', 'x-request-id: hostile\r\n'));
+      capture.add(`passthrough ${target}`, Buffer.concat([Buffer.from(r.head), r.body]));
+      const code = errorCode(r.body);
+      const expectedCode = expected === 400 ? 'invalid_path' : 'path_not_allowed';
+      if (r.status !== expected || code !== expectedCode || upstream.seen.length > 0 || !/\r\nx-should-retry: false/i.test(r.head)) {
+        outcomes.push(`${target} -> ${r.status} ${code}, upstream saw ${upstream.seen.map((x) => x.url).join(' ')}`);
+      }
+    }
+    track(() => {
+      expect(outcomes).toEqual([]);
+      expect(decoy.seen).toHaveLength(0);
+      expect(adminHits).toBe(0);
+      expect(errors).toEqual([]);
+    });
+  });
+
+  test('method and path override headers do not travel; a client key in the query does not either', async () => {
+    hostile('override headers');
+    const r = await rawRequest(
+      port,
+      get(
+        '/v1/models?key=sk-byok-query-000000000000&limit=1',
+        'GET',
+        'x-http-method-override: DELETE\r\nx-http-method: DELETE\r\nx-method-override: DELETE\r\nx-original-url: /v1/organization/users\r\nx-rewrite-url: /v1/organization/users\r\n',
+      ),
+    );
+    track(() => {
+      expect(r.status).toBe(200);
+      expect(upstream.seen.map((x) => [x.method, x.url, x.key])).toEqual([['GET', '/v1/models?limit=1', 'sk-byok-query-000000000000']]);
+      expect(upstream.seen[0]!.rawHeaders.join('\n')).not.toMatch(/override|x-http-method|original-url|rewrite-url/i);
     });
   });
 });

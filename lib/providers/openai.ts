@@ -11,6 +11,8 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
   body_too_large: { type: 'invalid_request_error', code: 'request_too_large' },
   invalid_client_key: { type: 'invalid_request_error', code: 'invalid_api_key' },
   invalid_path: { type: 'invalid_request_error', code: 'invalid_path' },
+  method_not_allowed: { type: 'invalid_request_error', code: 'method_not_allowed' },
+  path_not_allowed: { type: 'invalid_request_error', code: 'path_not_allowed' },
   rate_limited: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   keys_disabled: { type: 'upstream_error', code: 'all_keys_unauthorized' },
   keys_out_of_quota: { type: 'insufficient_quota', code: 'all_keys_out_of_quota' },

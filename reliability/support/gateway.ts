@@ -42,7 +42,8 @@ export async function startGateway(
     middleware,
     warnings,
     errors,
-    states: () => pool.snapshot().map((k) => k.state),
+    // Each run asks for one model: a key cooling for a model counts as cooling here.
+    states: () => pool.snapshot().map((k) => (k.state === 'available' && k.models?.length ? 'cooling' : k.state)),
     close: async () => {
       if (closed) return;
       closed = true;

@@ -25,8 +25,8 @@ export function logPool(pool: KeyPool, clock: RecordingClock): PoolEvent[] {
   const req = (): string | undefined => requestContext.getStore();
 
   const walker = pool.walker.bind(pool);
-  pool.walker = () => {
-    const w = walker();
+  pool.walker = (...args) => {
+    const w = walker(...args);
     const next = w.next.bind(w);
     w.next = () => {
       const key = next();
@@ -44,7 +44,15 @@ export function logPool(pool: KeyPool, clock: RecordingClock): PoolEvent[] {
     return w;
   };
 
-  // The wrappers pass every argument on (the pool's events carry the details).
+  // The wrappers pass every argument on (the pool's events carry the details). The walk marks through
+  // markAnswer (the key that got the answer); code of the user's marks through the public methods.
+  // Every request of these runs asks for one model, so a cooldown for it blocks like a key-wide one.
+  const markAnswer = pool.markAnswer.bind(pool);
+  pool.markAnswer = (key, mark, ...rest) => {
+    markAnswer(key, mark, ...rest);
+    if ('cooldownMs' in mark) events.push({ seq: seq++, t: clock.last, kind: 'cooldown', req: req(), keyId: key.id, ms: mark.cooldownMs });
+    else events.push({ seq: seq++, t: clock.last, kind: 'disable', req: req(), keyId: key.id });
+  };
   const markRateLimited = pool.markRateLimited.bind(pool);
   pool.markRateLimited = (id, ms, ...rest) => {
     markRateLimited(id, ms, ...rest);
