@@ -236,10 +236,21 @@ describe('events', () => {
       name === 'attempt' ? { ...(e as object), durationMs: typeof (e as { durationMs: unknown }).durationMs } : e,
     ]);
     const request42 = { requestId: 'req-42' };
+    const model = 'gpt-4o-mini';
     expect(withoutDurations).toEqual([
       [
         'attempt',
-        { id: 'key-0', hint: hint(K0), status: 429, outcome: 'cooldown', cause: 'rate_limited', durationMs: 'number', ...request42 },
+        {
+          id: 'key-0',
+          hint: hint(K0),
+          attempt: 1,
+          status: 429,
+          outcome: 'cooldown',
+          cause: 'rate_limited',
+          model,
+          durationMs: 'number',
+          ...request42,
+        },
       ],
       [
         'rateLimited',
@@ -257,13 +268,33 @@ describe('events', () => {
       ['failover', { id: 'key-0', hint: hint(K0), status: 429, action: 'cooldown', cause: 'rate_limited', ...request42 }],
       [
         'attempt',
-        { id: 'key-1', hint: hint(K1), status: 401, outcome: 'disable', cause: 'invalid_key', durationMs: 'number', ...request42 },
+        {
+          id: 'key-1',
+          hint: hint(K1),
+          attempt: 2,
+          status: 401,
+          outcome: 'disable',
+          cause: 'invalid_key',
+          model,
+          durationMs: 'number',
+          ...request42,
+        },
       ],
       ['disabled', { id: 'key-1', hint: hint(K1), reason: 'auth', status: 401, cause: 'invalid_key', ...request42 }],
       ['failover', { id: 'key-1', hint: hint(K1), status: 401, action: 'disable', cause: 'invalid_key', ...request42 }],
       [
         'attempt',
-        { id: 'key-2', hint: hint(K2), status: 403, outcome: 'skip', cause: 'request_not_allowed', durationMs: 'number', ...request42 },
+        {
+          id: 'key-2',
+          hint: hint(K2),
+          attempt: 3,
+          status: 403,
+          outcome: 'skip',
+          cause: 'request_not_allowed',
+          model,
+          durationMs: 'number',
+          ...request42,
+        },
       ],
       ['failover', { id: 'key-2', hint: hint(K2), status: 403, action: 'skip', cause: 'request_not_allowed', ...request42 }],
       ['enabled', { id: 'key-1', hint: hint(K1), reason: 'manual' }],

@@ -74,30 +74,28 @@ export async function walkPool(
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
+  let attempt = 0;
   for (let key = walker.next(); key !== undefined; key = walker.next()) {
+    attempt++;
     const started = observed ? performance.now() : 0;
     let response: UpstreamResponse;
     try {
       response = await send(key);
     } catch (error) {
       const outcome = failureOutcome(error);
-      if (observed)
-        attempted(
-          pool,
-          key,
-          started,
-          outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason,
-          undefined,
-          undefined,
-          requestId,
-        );
+      if (observed) {
+        const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
+        attempted(pool, walker, { key, attempt, started, outcome: reason, status: undefined, cause: undefined, requestId });
+      }
       return outcome;
     }
     const verdict = await judge(policy, response);
     const provisional =
       verdict.cause === 'unauthorized' && verdict.action === 'disable' && verdict.answer !== undefined && 'held' in verdict.answer;
-    if (observed)
-      attempted(pool, key, started, provisional ? 'skip' : outcomeOf(verdict.action), response.status, verdict.cause, requestId);
+    if (observed) {
+      const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
+      attempted(pool, walker, { key, attempt, started, outcome, status: response.status, cause: verdict.cause, requestId });
+    }
 
     if (unconfirmed) {
       // The same unrecognised answer from a second key: the request is at fault, not the keys. Neither is marked.
@@ -191,22 +189,29 @@ function outcomeOf(action: FailoverAction): AttemptOutcome {
   return action === 'relay' ? 'relayed' : action;
 }
 
-function attempted(
-  pool: KeyPool,
-  key: PoolKey,
-  started: number,
-  outcome: AttemptOutcome,
-  status: number | undefined,
-  cause: FailureCause | undefined,
-  requestId: string | undefined,
-): void {
+interface Attempted {
+  key: PoolKey;
+  /** 1 for the walk's first attempt. */
+  attempt: number;
+  started: number;
+  outcome: AttemptOutcome;
+  status: number | undefined;
+  cause: FailureCause | undefined;
+  requestId: string | undefined;
+}
+
+/** The 'attempt' event, for observers (metrics, tracing); only built when one listens, and only then is the model read. */
+function attempted(pool: KeyPool, walker: KeyWalker, { key, attempt, started, outcome, status, cause, requestId }: Attempted): void {
+  const model = walker.scope();
   pool.emit('attempt', {
     id: key.id,
     hint: key.hint,
+    attempt,
     outcome,
     durationMs: performance.now() - started,
     ...(status === undefined ? {} : { status }),
     ...(cause === undefined ? {} : { cause }),
+    ...(model === undefined ? {} : { model }),
     ...(requestId === undefined ? {} : { requestId }),
   });
 }

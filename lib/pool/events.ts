@@ -29,6 +29,19 @@ export interface KeyPoolEvents {
   failover: [event: KeyRef & { status: number; action: 'cooldown' | 'disable' | 'skip'; cause?: FailureCause; requestId?: string }];
   /** A request found no key left (for its model). */
   exhausted: [event: { reason: 'rate_limited' | 'disabled' | 'quota'; retryAfterMs?: number; requestId?: string }];
-  /** One upstream attempt ended (its response headers came, or it failed). */
-  attempt: [event: KeyRef & { status?: number; outcome: AttemptOutcome; cause?: FailureCause; durationMs: number; requestId?: string }];
+  /**
+   * One upstream attempt ended (its response headers came, or it failed). `attempt` is 1 for a walk's
+   * first; `model` the request's model scope (read only for these events, when something listens).
+   */
+  attempt: [
+    event: KeyRef & {
+      attempt: number;
+      status?: number;
+      outcome: AttemptOutcome;
+      cause?: FailureCause;
+      model?: string;
+      durationMs: number;
+      requestId?: string;
+    },
+  ];
 }
