@@ -62,8 +62,8 @@ test('a request that fails over on 429 and 401, then relays: attempts, failovers
       'ekf_attempts_total{pool="default",outcome="cooldown"} 1',
       'ekf_attempts_total{pool="default",outcome="disable"} 1',
       'ekf_attempts_total{pool="default",outcome="relayed"} 1',
-      'ekf_failovers_total{pool="default",key_id="key-0",status="429",action="cooldown",cause="rate_limited"} 1',
-      'ekf_failovers_total{pool="default",key_id="key-1",status="401",action="disable",cause="invalid_key"} 1',
+      'ekf_failovers_total{pool="default",key_id="key-0",status="429",action="cooldown",cause="rate_limited",in_stream="false"} 1',
+      'ekf_failovers_total{pool="default",key_id="key-1",status="401",action="disable",cause="invalid_key",in_stream="false"} 1',
       'ekf_key_transitions_total{pool="default",key_id="key-0",to="model_cooling",reason="rate_limited"} 1',
       'ekf_key_transitions_total{pool="default",key_id="key-1",to="disabled",reason="invalid_key"} 1',
       `${keyState('default', 'key-0', 'available')} 1`,
@@ -268,7 +268,7 @@ test('bad options are refused with the option named, and leave the registry as i
 
   new Counter({ name: 'ekf_failovers_total', help: 'someone else', registers: [registry] });
   expect(() => poolMetrics(pool, { register: registry })).toThrow(
-    /already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action, cause; choose another "prefix"/,
+    /already has a metric named "ekf_failovers_total" that is not a Counter with labels pool, key_id, status, action, cause, in_stream; choose another "prefix"/,
   );
   expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(['ekf_failovers_total']);
   expect(() => poolMetrics(pool, { register: registry, prefix: 'ekf_gw_' })).not.toThrow();

@@ -60,7 +60,7 @@ test('a 429 before the stream starts fails over; the stream comes from k1', asyn
   expect(statesFor(pool)).toEqual(['cooling', 'available', 'available']);
 });
 
-test('an upstream that dies mid-stream ends the client response; no retry, no key marked', async () => {
+test('an upstream that dies mid-stream ends the client stream with an error event, never a complete-looking end; no retry, no key marked', async () => {
   const { app, pool } = gateway(upstream.url);
   const server = await listen(app);
   const firstSeen = gate('first chunk before the upstream dies');
@@ -70,8 +70,12 @@ test('an upstream that dies mid-stream ends the client response; no retry, no ke
   await server.close();
 
   expect(res.status).toBe(200);
-  expect(res.ended).toBe('aborted');
-  expect(res.chunks.join('')).toBe(event(1));
+  expect(res.ended).toBe('end');
+  expect(res.chunks.join('')).toBe(
+    event(1) +
+      '\n\ndata: {"error":{"message":"The upstream stream broke off before it was complete.","type":"upstream_error","param":null,"code":"stream_interrupted"}}\n\n',
+  );
+  expect(res.chunks.join('')).not.toContain('[DONE]');
   expect(upstream.keysSeen()).toEqual([K0]);
   expect(pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
 });

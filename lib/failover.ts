@@ -3,31 +3,23 @@ import type { ErrorKind } from './errors.js';
 import type { AttemptOutcome } from './pool/events.js';
 import type { KeyPool, MarkDetails, PoolKey } from './pool/key-pool.js';
 import type { KeyWalker, ModelSource } from './pool/walker.js';
-import {
-  DEFAULT_CAUSE_ACTIONS,
-  type FailoverAction,
-  type FailureAnswer,
-  type FailureCause,
-  type FailureClassifier,
-} from './providers/causes.js';
-import { readFailure } from './upstream/failure-body.js';
+import { judge, judgeStreamFailure, relayOf, type FailoverPolicy, type Verdict } from './judge.js';
+import type { FailoverAction, FailureCause } from './providers/causes.js';
 import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
 import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
+import { holdStream, isPlainEventStream, type StreamHold } from './upstream/stream-hold.js';
 
-export type { FailoverAction };
-
-/** How the walk judges a failing answer: the user's entries first (cause, then status), then the cause's default. */
-export interface FailoverPolicy {
-  readonly statuses: ReadonlyMap<number, FailoverAction>;
-  readonly causes: ReadonlyMap<FailureCause, FailoverAction>;
-  readonly classifier: FailureClassifier;
-}
+export type { FailoverAction, FailoverPolicy };
 
 /** What the walk knows of the request besides its attempts. */
 export interface WalkContext {
   requestId?: string | undefined;
   /** The request's model, read only when the pool needs it. */
   model?: ModelSource;
+  /** For a route that streams: how the opening of a 200 event stream is held and read. */
+  stream?: StreamHold | undefined;
+  /** Aborted when the client goes away: a hold it ends is no upstream failure. */
+  signal?: AbortSignal | undefined;
 }
 
 /** How one walk over the pool ended. */
@@ -36,15 +28,6 @@ export type WalkOutcome =
   | { kind: 'held'; response: HeldResponse }
   | { kind: 'error'; error: ErrorKind; retryAfterMs?: number }
   | { kind: 'aborted' };
-
-/** One answer, judged: what it does to the key, and what is left of it to relay. */
-interface Verdict {
-  action: FailoverAction;
-  cause: FailureCause | undefined;
-  /** The answer, held in memory when its body was read, or still streaming. Undefined: its body was lost. */
-  answer: { held: HeldResponse } | { streaming: UpstreamResponse } | undefined;
-  signature: string | undefined;
-}
 
 /** An unrecognised 401, waiting for another key's answer to say whether the key or the request is at fault. */
 interface Unconfirmed {
@@ -89,12 +72,29 @@ export async function walkPool(
       }
       return outcome;
     }
-    const verdict = await judge(policy, response);
+    let verdict: Verdict | undefined;
+    if (context.stream !== undefined && context.stream.holdMs > 0 && isPlainEventStream(response)) {
+      const held = await holdStream(response, context.stream);
+      if (held.kind === 'lost') {
+        const outcome: WalkOutcome = context.signal?.aborted ? { kind: 'aborted' } : { kind: 'error', error: 'upstream_unreachable' };
+        if (observed) {
+          const reason = outcome.kind === 'aborted' ? 'aborted' : 'unreachable';
+          attempted(pool, walker, { key, attempt, started, outcome: reason, status: response.status, cause: undefined, requestId });
+        }
+        return outcome;
+      }
+      if (held.kind === 'commit') response = held.response;
+      else verdict = judgeStreamFailure(policy, held.failure, response);
+    }
+    verdict ??= await judge(policy, response);
+    const status =
+      verdict.inStream && verdict.answer !== undefined && 'held' in verdict.answer ? verdict.answer.held.status : response.status;
+    const answered: Answered = { status, headers: response.headers };
     const provisional =
       verdict.cause === 'unauthorized' && verdict.action === 'disable' && verdict.answer !== undefined && 'held' in verdict.answer;
     if (observed) {
       const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
-      attempted(pool, walker, { key, attempt, started, outcome, status: response.status, cause: verdict.cause, requestId });
+      attempted(pool, walker, { key, attempt, started, outcome, status, cause: verdict.cause, inStream: verdict.inStream, requestId });
     }
 
     if (unconfirmed) {
@@ -105,10 +105,10 @@ export async function walkPool(
     }
     if (verdict.action === 'relay') return relayOf(verdict);
     if (provisional) {
-      unconfirmed = { key, answered: response, verdict: verdict as Unconfirmed['verdict'] };
+      unconfirmed = { key, answered, verdict: verdict as Unconfirmed['verdict'] };
       continue;
     }
-    mark(pool, walker, key, verdict, response, requestId);
+    mark(pool, walker, key, verdict, answered, requestId);
     if (verdict.answer !== undefined && 'streaming' in verdict.answer) {
       if (verdict.action === 'skip') return { kind: 'relay', response: verdict.answer.streaming }; // too large to hold
       discard(verdict.answer.streaming); // a cooled or disabled key's answer: nobody reads it; free its connection
@@ -119,25 +119,6 @@ export async function walkPool(
   // An unrecognised 401 that no other key could confirm marks nothing: it is relayed, as the last word.
   if (unconfirmed) return { kind: 'held', response: unconfirmed.verdict.answer.held };
   return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId);
-}
-
-/**
- * Reads (bounded) and classifies a failing answer. Any other answer (a success, a status no one
- * classifies) is judged by the user's status entry alone and left unread, unless it is to be held.
- */
-async function judge(policy: FailoverPolicy, response: UpstreamResponse): Promise<Verdict> {
-  const { status } = response;
-  const byStatus = policy.statuses.get(status);
-  if (!policy.classifier.statuses.has(status) || (byStatus !== undefined && policy.causes.size === 0)) {
-    if (byStatus !== 'skip')
-      return { action: byStatus ?? 'relay', cause: undefined, answer: { streaming: response }, signature: undefined };
-  }
-  const read = await readFailure(response);
-  const failure: FailureAnswer = { status, headers: response.headers, body: read.json };
-  const cause = policy.classifier.classify(failure);
-  const action = (cause && policy.causes.get(cause)) ?? byStatus ?? (cause && DEFAULT_CAUSE_ACTIONS[cause]) ?? 'relay';
-  const answer = 'held' in read ? { held: read.held } : 'streaming' in read ? { streaming: read.streaming } : undefined;
-  return { action, cause, answer, signature: policy.classifier.signature(failure) };
 }
 
 /** What a verdict does to the key: a cooldown (for the request's model when it is a rate limit) or a disable. */
@@ -159,6 +140,7 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
     status: answer.status,
     action,
     ...(cause === undefined ? {} : { cause }),
+    ...(verdict.inStream ? { inStream: true } : {}),
     ...(requestId === undefined ? {} : { requestId }),
   });
 }
@@ -180,16 +162,12 @@ export async function learnFromAnswer(
   return relayOf(verdict);
 }
 
-function relayOf(verdict: Verdict): WalkOutcome {
-  if (verdict.answer === undefined) return { kind: 'error', error: 'upstream_unreachable' };
-  return 'held' in verdict.answer ? { kind: 'held', response: verdict.answer.held } : { kind: 'relay', response: verdict.answer.streaming };
-}
-
 function outcomeOf(action: FailoverAction): AttemptOutcome {
   return action === 'relay' ? 'relayed' : action;
 }
 
 interface Attempted {
+  inStream?: true | undefined;
   key: PoolKey;
   /** 1 for the walk's first attempt. */
   attempt: number;
@@ -201,7 +179,11 @@ interface Attempted {
 }
 
 /** The 'attempt' event, for observers (metrics, tracing); only built when one listens, and only then is the model read. */
-function attempted(pool: KeyPool, walker: KeyWalker, { key, attempt, started, outcome, status, cause, requestId }: Attempted): void {
+function attempted(
+  pool: KeyPool,
+  walker: KeyWalker,
+  { key, attempt, started, outcome, status, cause, inStream, requestId }: Attempted,
+): void {
   const model = walker.scope();
   pool.emit('attempt', {
     id: key.id,
@@ -212,6 +194,7 @@ function attempted(pool: KeyPool, walker: KeyWalker, { key, attempt, started, ou
     ...(status === undefined ? {} : { status }),
     ...(cause === undefined ? {} : { cause }),
     ...(model === undefined ? {} : { model }),
+    ...(inStream ? { inStream: true } : {}),
     ...(requestId === undefined ? {} : { requestId }),
   });
 }

@@ -6,14 +6,16 @@ import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import { addKeyHeaders } from './providers/provider.js';
+import { RouteStreams } from './providers/streams.js';
 import { readModel } from './request/model.js';
+import { withHead } from './upstream/stream-hold.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
 import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
-export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes'>;
+export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'streamHoldMs'>;
 
 /** A `fetch` that walks the pool: what the official `openai` and `@anthropic-ai/sdk` clients accept as `fetch`. */
 export type FailoverFetch = ((input: string | URL | Request, init?: RequestInit) => Promise<Response>) & {
@@ -37,12 +39,14 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   if (!isKeyPool(pool)) {
     throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
   }
-  const { provider, failover, timeoutMs, maxBodyBytes } = resolveOptions(WHERE, options, [
+  const { provider, failover, timeoutMs, maxBodyBytes, streamHoldMs } = resolveOptions(WHERE, options, [
     'provider',
     'failover',
     'timeoutMs',
     'maxBodyBytes',
+    'streamHoldMs',
   ]);
+  const streams = new RouteStreams(provider.streams, streamHoldMs);
   // One agent for any origin the caller names; our own timer bounds the wait for headers.
   const agent = new Agent({ headersTimeout: 0, bodyTimeout: timeoutMs });
   const drop = new Set([
@@ -85,7 +89,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
         timeoutMs,
       });
     };
-    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body) });
+    const stream = request.method === 'POST' ? streams.for(url.pathname) : undefined;
+    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), stream: stream?.hold, signal });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
     return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };
@@ -99,7 +104,11 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
           outcome.response.body.resume();
           return new Response(null, { status, headers: toHeaders(outcome.response.headers) });
         }
-        const { headers, body } = decodeBody(outcome.response.headers, outcome.response.body);
+        const { head } = outcome.response;
+        // A held stream opening goes first, then the rest as it arrives.
+        const upstreamBody =
+          head === undefined || head.length === 0 ? outcome.response.body : Readable.from(withHead(head, outcome.response.body));
+        const { headers, body } = decodeBody(outcome.response.headers, upstreamBody);
         return new Response(Readable.toWeb(body) as ReadableStream, { status, headers: toHeaders(headers) });
       }
       case 'held': {

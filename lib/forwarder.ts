@@ -9,6 +9,8 @@ import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import type { ModelSource } from './pool/walker.js';
+import { RouteStreams, type RouteStream } from './providers/streams.js';
+import { isPlainEventStream } from './upstream/stream-hold.js';
 import { HEADER_SAFE } from './pool/keys.js';
 import { addKeyHeaders } from './providers/provider.js';
 import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
@@ -27,6 +29,12 @@ import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './valid
 
 export type Caller = { clientKey: string } | { pool: KeyPool };
 
+/** What a walk may know of the request: its model (read lazily), and how its route's streams are held. */
+export interface Forwarding {
+  model?: ModelSource;
+  stream?: RouteStream | undefined;
+}
+
 /** What one request sends upstream, whichever key it goes with. */
 export type Outgoing = Omit<UpstreamRequest, 'timeoutMs'>;
 
@@ -43,6 +51,7 @@ export class Forwarder {
   private readonly dropFromRequest: ReadonlySet<string>;
   // The client's account headers go with the client's own key only.
   private readonly dropWithPoolKey: ReadonlySet<string>;
+  private readonly streams: RouteStreams;
   // The provider's query parameters, listed once rather than at every request.
   private readonly fixedQuery: readonly [string, string][];
 
@@ -52,6 +61,7 @@ export class Forwarder {
     this.dispatcher = new Pool(options.target.origin, { headersTimeout: 0, bodyTimeout: options.timeoutMs });
     this.warnings = new OnceLogger(options.logger);
     this.fixedQuery = Object.entries(options.provider.query);
+    this.streams = new RouteStreams(options.provider.streams, options.streamHoldMs);
     // Cookies are the gateway's own session credentials: never for the upstream; nor may a header change its method or path.
     this.dropFromRequest = new Set([
       'host',
@@ -81,9 +91,10 @@ export class Forwarder {
 
   /**
    * One attempt with the client's key, relayed whatever it says; or a walk over the pool.
-   * `model` reads the request's model, for the pool's per-model cooldowns.
+   * `model` reads the request's model, for the pool's per-model cooldowns; `stream` holds the
+   * opening of a 200 event stream (a route that streams).
    */
-  forward(caller: Caller, request: Outgoing, req: Request, model?: ModelSource): Promise<WalkOutcome> {
+  forward(caller: Caller, request: Outgoing, req: Request, { model, stream }: Forwarding = {}): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
       // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
       return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
@@ -91,7 +102,17 @@ export class Forwarder {
         failureOutcome,
       );
     }
-    return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), { requestId: this.requestId(req), model });
+    return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), {
+      requestId: this.requestId(req),
+      model,
+      stream: stream?.hold,
+      signal: request.signal,
+    });
+  }
+
+  /** The hold for a route's streams, and the event that ends one cut after its commit; undefined: the route does not stream. */
+  streamFor(route: string): RouteStream | undefined {
+    return this.streams.for(route);
   }
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
@@ -152,14 +173,17 @@ export class Forwarder {
     return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs: this.options.timeoutMs });
   }
 
-  async write(outcome: WalkOutcome, res: Response): Promise<void> {
+  /** Writes the walk's outcome; a relayed event stream cut after its commit ends with `stream`'s break event. */
+  async write(outcome: WalkOutcome, res: Response, stream?: RouteStream): Promise<void> {
     switch (outcome.kind) {
-      case 'relay':
-        return relayResponse(this.forClient(outcome.response), res).catch((error: unknown) => {
+      case 'relay': {
+        const breakEvent = stream !== undefined && isPlainEventStream(outcome.response) ? stream.breakEvent : undefined;
+        return relayResponse(this.forClient(outcome.response), res, breakEvent).catch((error: unknown) => {
           // Before the first byte: a clean 502. Mid-stream: the client's response has been ended.
           // Either way no key is to blame: the key's answer was a usable one.
           if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
         });
+      }
       case 'held':
         return sendHeldResponse(this.forClient(outcome.response), res);
       case 'error':

@@ -83,7 +83,7 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
   }
   existing(registry, Gauge, names.modelCooldowns, ['pool', 'key_id']);
   existing(registry, Counter, names.attempts, ['pool', 'outcome']);
-  existing(registry, Counter, names.failovers, ['pool', 'key_id', 'status', 'action', 'cause']);
+  existing(registry, Counter, names.failovers, ['pool', 'key_id', 'status', 'action', 'cause', 'in_stream']);
   existing(registry, Counter, names.transitions, ['pool', 'key_id', 'to', 'reason']);
   existing(registry, Counter, names.exhaustions, ['pool', 'reason']);
   existing(registry, Histogram, names.latency, ['pool', 'outcome']);
@@ -134,8 +134,8 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     registry,
     Counter,
     names.failovers,
-    ['pool', 'key_id', 'status', 'action', 'cause'],
-    "Times a request moved past a key because of its answer, by key, upstream status, action and cause ('none' when the answer had none).",
+    ['pool', 'key_id', 'status', 'action', 'cause', 'in_stream'],
+    "Times a request moved past a key because of its answer, by key, upstream status, action, cause ('none' when the answer had none) and in_stream (an error frame inside a 200 stream, with the status it stands for).",
   );
   const transitions = orNew(
     registry,
@@ -168,7 +168,15 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       attempts.inc({ pool: poolName, outcome: e.outcome });
       latency.observe({ pool: poolName, outcome: e.outcome }, e.durationMs / 1000);
     },
-    failover: (e) => failovers.inc({ pool: poolName, key_id: e.id, status: String(e.status), action: e.action, cause: e.cause ?? 'none' }),
+    failover: (e) =>
+      failovers.inc({
+        pool: poolName,
+        key_id: e.id,
+        status: String(e.status),
+        action: e.action,
+        cause: e.cause ?? 'none',
+        in_stream: e.inStream ? 'true' : 'false',
+      }),
     rateLimited: (e) =>
       transitions.inc({ pool: poolName, key_id: e.id, to: e.model === undefined ? 'cooling' : 'model_cooling', reason: reasonOf(e) }),
     disabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'disabled', reason: reasonOf(e) }),

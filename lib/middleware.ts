@@ -41,7 +41,8 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     const { body } = read;
     const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body, signal: forwarder.clientGone(res) };
 
-    await forwarder.write(await forwarder.forward(caller, request, req, () => readModel(body)), res);
+    const stream = forwarder.streamFor(req.path);
+    await forwarder.write(await forwarder.forward(caller, request, req, { model: () => readModel(body), stream }), res, stream);
   };
 
   const middleware = (req: Request, res: Response, next: NextFunction): void => {

@@ -41,6 +41,11 @@ export interface KeyFailoverOptions {
   /** Where request-time misconfiguration warnings go (once per kind). Default `console`; `false` for none. */
   logger?: Logger | false;
   /**
+   * How long the opening of a 200 event stream is held back while it carries no content yet, so that
+   * an error inside it (before any content) fails over like an error status. Default 1000 ms; 0: no hold.
+   */
+  streamHoldMs?: number;
+  /**
    * Relay the upstream headers that name the pool's account (`openai-organization`, `openai-project`,
    * `anthropic-organization-id`) to the client. Default `false`: a tenant does not learn whose account serves it.
    */
@@ -57,6 +62,7 @@ export interface ResolvedOptions {
   failover: FailoverPolicy;
   logger: Logger | undefined;
   relayAccountHeaders: boolean;
+  streamHoldMs: number;
 }
 
 /** The `failover` option: actions by HTTP status (400-599) and by cause. */
@@ -72,8 +78,15 @@ export const KEY_FAILOVER_OPTIONS = [
   'failover',
   'logger',
   'relayAccountHeaders',
+  'streamHoldMs',
 ] as const;
 const ACTIONS: readonly FailoverAction[] = ['cooldown', 'disable', 'skip', 'relay'];
+const DEFAULT_STREAM_HOLD_MS = 1000;
+
+/** A hold of at most a minute: past that, a client would rather see the stream's opening. */
+function checkStreamHold(where: string, value: unknown): number {
+  return checkPositiveInteger(where, 'streamHoldMs', value, { allowZero: true, max: 60_000 });
+}
 
 /** Validates the options given to `where` ('keyFailover()', 'keyPassthrough()'); `known` lists the ones it takes. */
 export function resolveOptions(where: string, options: unknown, known: readonly string[] = KEY_FAILOVER_OPTIONS): ResolvedOptions {
@@ -96,6 +109,7 @@ export function resolveOptions(where: string, options: unknown, known: readonly 
     failover: { ...checkFailover(where, given.failover), classifier: provider.failures },
     logger: checkLogger(where, given.logger),
     relayAccountHeaders: checkBoolean(where, 'relayAccountHeaders', given.relayAccountHeaders) ?? false,
+    streamHoldMs: given.streamHoldMs === undefined ? DEFAULT_STREAM_HOLD_MS : checkStreamHold(where, given.streamHoldMs),
   };
 }
 

@@ -11,14 +11,14 @@ import type { KeyPool } from './pool/key-pool.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
-export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'> & {
+export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes' | 'streamHoldMs'> & {
   /** Only these paths (prefixes, or functions `(path, req) => boolean`) are forwarded. Default: every path not denied. */
   allow?: PassthroughPathRule | readonly PassthroughPathRule[];
   /** These paths are refused with a 403 (checked before `allow`). Default: the admin API (`/v1/organization`, `/v1/organizations`). */
   deny?: PassthroughPathRule | readonly PassthroughPathRule[];
 };
 
-const KNOWN = [...KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes'), 'allow', 'deny'];
+const KNOWN = [...KEY_FAILOVER_OPTIONS.filter((name) => name !== 'maxBodyBytes' && name !== 'streamHoldMs'), 'allow', 'deny'];
 const WHERE = 'keyPassthrough()';
 
 /**
@@ -69,7 +69,9 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     const outcome =
       streamed && 'pool' in caller
         ? await sendOnce(caller.pool, forwarder, request, forwarder.requestId(req))
-        : await forwarder.forward(caller, request, req, () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined));
+        : await forwarder.forward(caller, request, req, {
+            model: () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined),
+          });
     await forwarder.write(outcome, res);
   };
 

@@ -58,13 +58,21 @@ export const MAX_KEY_STATE_MS = 365 * 24 * 60 * 60 * 1000;
 // The KeyPool options that are durations of a key's state: defaultCooldownMs, minCooldownMs, maxCooldownMs, authCooldownMs.
 const KEY_STATE_DURATION = /CooldownMs$/;
 
-export function checkPositiveInteger(where: string, name: string, value: unknown, { allowZero = false } = {}): number {
+export function checkPositiveInteger(
+  where: string,
+  name: string,
+  value: unknown,
+  { allowZero = false, max }: { allowZero?: boolean; max?: number } = {},
+): number {
   const ok = typeof value === 'number' && Number.isSafeInteger(value) && (allowZero ? value >= 0 : value > 0);
   if (!ok) {
     throw new KeyFailoverError(
       'ERR_EKF_INVALID_OPTION',
       `${where}: option "${name}" must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${describeValue(value)}.`,
     );
+  }
+  if (max !== undefined && value > max) {
+    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${where}: option "${name}" must be at most ${max}, got ${value}.`);
   }
   if (KEY_STATE_DURATION.test(name)) checkKeyStateDuration(where, name, value);
   return value;

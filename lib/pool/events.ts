@@ -25,8 +25,10 @@ export interface KeyPoolEvents {
   disabled: [event: KeyRef & { reason: DisabledReason; until?: number; status?: number; cause?: string; requestId?: string }];
   /** A key came back: by `enable(id)`, or when its `authCooldownMs` / `quotaCooldownMs` ran out (noticed at the next selection). */
   enabled: [event: KeyRef & { reason: 'manual' | 'authCooldown' | 'quotaCooldown' }];
-  /** A request's walk moved past a key because of its answer. */
-  failover: [event: KeyRef & { status: number; action: 'cooldown' | 'disable' | 'skip'; cause?: FailureCause; requestId?: string }];
+  /** A request's walk moved past a key because of its answer (`inStream`: an error frame inside a 200 stream, as `status`). */
+  failover: [
+    event: KeyRef & { status: number; action: 'cooldown' | 'disable' | 'skip'; cause?: FailureCause; inStream?: true; requestId?: string },
+  ];
   /** A request found no key left (for its model). */
   exhausted: [event: { reason: 'rate_limited' | 'disabled' | 'quota'; retryAfterMs?: number; requestId?: string }];
   /**
@@ -40,6 +42,8 @@ export interface KeyPoolEvents {
       outcome: AttemptOutcome;
       cause?: FailureCause;
       model?: string;
+      /** The failure was an error frame inside a 200 stream (`status` is the status it stands for). */
+      inStream?: true;
       durationMs: number;
       requestId?: string;
     },

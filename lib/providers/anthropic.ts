@@ -1,5 +1,6 @@
 import type { ErrorKind } from '../errors.js';
 import { anthropicFailures } from './anthropic-causes.js';
+import { anthropicStreams } from './anthropic-stream.js';
 import { bearerToken, headerValue, type Provider } from './provider.js';
 
 // Anthropic's error envelope: { type: 'error', error: { type, message } }.
@@ -34,6 +35,7 @@ export const anthropic: Provider = {
   query: {},
   errorBody: (kind, message) => ({ type: 'error', error: { type: TYPES[kind], message } }),
   failures: anthropicFailures,
+  streams: anthropicStreams,
   // An Anthropic key belongs to one workspace; no request header chooses another.
   accountHeaders: [],
   keyAccountHeaders: () => [],

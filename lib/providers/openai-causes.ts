@@ -7,9 +7,9 @@
 import { errorObject, stringField, type FailureAnswer, type FailureCause, type FailureClassifier } from './causes.js';
 
 /** The key itself is refused: whatever the request, it will not work. */
-const INVALID_KEY_CODES = new Set(['invalid_api_key', 'account_deactivated', 'access_terminated', 'no_organization']);
+export const INVALID_KEY_CODES = new Set(['invalid_api_key', 'account_deactivated', 'access_terminated', 'no_organization']);
 /** The account is out of money. Billing errors share the type insufficient_quota; the code says which limit. */
-const QUOTA_CODES = new Set([
+export const QUOTA_CODES = new Set([
   'insufficient_quota',
   'billing_not_active',
   'billing_hard_limit_reached',
@@ -19,7 +19,7 @@ const QUOTA_CODES = new Set([
   'organization_usage_limit_exceeded',
 ]);
 /** A 401 about this request's headers or needs, not the key: another key (project) may allow it. */
-const REQUEST_401_CODES = new Set(['mismatched_organization', 'mismatched_project', 'missing_scope', 'insufficient_permissions']);
+export const REQUEST_401_CODES = new Set(['mismatched_organization', 'mismatched_project', 'missing_scope', 'insufficient_permissions']);
 const MISSING_SCOPES = /\bmissing scopes?\b/i;
 // "Request too large for gpt-4o in organization org-... on tokens per min (TPM): Limit 30000, Requested 36055. ..."
 const TOO_LARGE = /^request too large\b/i;

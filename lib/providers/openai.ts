@@ -2,6 +2,7 @@ import type { ErrorKind } from '../errors.js';
 import { KeyFailoverError, checkKnownOptions, describeValue } from '../validations.js';
 import type { KeyAccount } from '../pool/keys.js';
 import { openaiFailures } from './openai-causes.js';
+import { openaiStreams } from './openai-stream.js';
 import { bearerToken, headerValue, type Provider } from './provider.js';
 
 // OpenAI's error envelope: { error: { message, type, param, code } }.
@@ -56,6 +57,7 @@ export function openaiCompatible(options: OpenAICompatibleOptions = {}): Provide
     query,
     errorBody: (kind, message) => ({ error: { message, type: TYPES[kind].type, param: null, code: TYPES[kind].code } }),
     failures: openaiFailures,
+    streams: openaiStreams,
     accountHeaders: ACCOUNT_HEADERS,
     keyAccountHeaders,
   };

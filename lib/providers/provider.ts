@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ErrorKind } from '../errors.js';
 import type { KeyAccount, PoolKey } from '../pool/keys.js';
 import type { FailureClassifier } from './causes.js';
+import type { StreamReading } from './streams.js';
 
 /** What the middleware needs to know about one upstream API. */
 export interface Provider {
@@ -20,6 +21,8 @@ export interface Provider {
   errorBody(kind: ErrorKind, message: string): unknown;
   /** What its failing answers mean. */
   readonly failures: FailureClassifier;
+  /** What the opening of its streams means (for the hold of errors inside 200 streams); none: no hold. */
+  readonly streams?: StreamReading;
   /**
    * Request headers that name the account a credential acts for (`OpenAI-Organization`,
    * `OpenAI-Project`): they belong to the client's credential, so with a pool key they are not forwarded.

@@ -29,6 +29,8 @@ export interface UpstreamResponse {
   status: number;
   headers: ResponseHeaders;
   body: Readable;
+  /** Bytes already read from the body (a held stream opening): they go out first, as they were. */
+  head?: readonly Buffer[];
 }
 
 export interface HeldResponse {
@@ -125,29 +127,45 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
  * the client still gets a clean error. After that, a failure on either side
  * rejects with the client response destroyed (a stream cut mid-way ends it).
  */
-export async function relayResponse(upstream: UpstreamResponse, res: ServerResponse): Promise<void> {
-  try {
-    await firstBytes(upstream.body);
-  } catch (error) {
-    throw new UpstreamFailure('unreachable', { cause: error });
+export async function relayResponse(upstream: UpstreamResponse, res: ServerResponse, breakEvent?: string): Promise<void> {
+  const { head, body } = upstream;
+  if (head === undefined || head.length === 0) {
+    try {
+      await firstBytes(body);
+    } catch (error) {
+      throw new UpstreamFailure('unreachable', { cause: error });
+    }
   }
   res.writeHead(upstream.status, relayableHeaders(upstream.headers));
-  await pipe(upstream.body, res);
+  if (head !== undefined) for (const chunk of head) res.write(chunk);
+  if (body.readableEnded) {
+    res.end();
+    return;
+  }
+  await pipe(body, res, breakEvent);
 }
 
 /**
  * body.pipe(res), with the two endings a relay has: the upstream failing
- * (the client's response is destroyed, so it sees the break) and the client
- * leaving (the upstream body is destroyed, which aborts the attempt). Plain
- * pipe rather than stream.pipeline: this runs for every response, and
- * pipeline's promise form allocates an AbortController (and an abort error
- * with a stack) per call.
+ * (the client's response is destroyed, so it sees the break; an event
+ * stream is ended with `breakEvent` instead, so that the SDK raises rather
+ * than take the cut for the end) and the client leaving (the upstream body
+ * is destroyed, which aborts the attempt). Plain pipe rather than
+ * stream.pipeline: this runs for every response, and pipeline's promise form
+ * allocates an AbortController (and an abort error with a stack) per call.
  */
-function pipe(body: Readable, res: ServerResponse): Promise<void> {
+function pipe(body: Readable, res: ServerResponse, breakEvent?: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error): void => {
       res.off('close', onClose);
-      res.destroy(error);
+      if (breakEvent !== undefined && !res.destroyed && !res.writableEnded) {
+        body.unpipe(res);
+        // The blank line first ends a frame the cut left half-written (an SDK then raises on it); at a
+        // frame boundary an empty frame dispatches nothing.
+        res.end(`\n\n${breakEvent}`);
+      } else {
+        res.destroy(error);
+      }
       reject(error);
     };
     const onClose = (): void => {
