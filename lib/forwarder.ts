@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
@@ -124,13 +124,13 @@ export class Forwarder {
   private pool(req: Request, res: Response): KeyPool | undefined {
     const pool = this.options.pool ?? (req.app?.locals?.['keyPool'] as unknown);
     if (isKeyPool(pool)) return pool;
-    this.warn('ERR_EKF_NO_POOL', `${MESSAGES.no_pool} Requests to ${req.path} get a 500 until then.`);
+    this.warn('ERR_EKF_NO_POOL', `${MESSAGES.no_pool} Requests to ${requestPath(req)} get a 500 until then.`);
     this.fail(res, 'no_pool');
     return undefined;
   }
 
   /** Path and query on the upstream: the target's path, the request's path and query, the provider's query. */
-  upstreamPath(req: Request): string {
+  upstreamPath(req: Request, path: string = requestPath(req)): string {
     const q = req.url.indexOf('?');
     let search = q === -1 ? '' : req.url.slice(q);
     if (this.fixedQuery.length > 0) {
@@ -138,7 +138,7 @@ export class Forwarder {
       for (const [name, value] of this.fixedQuery) params.set(name, value);
       search = '?' + params.toString();
     }
-    return this.basePath + req.path + search;
+    return this.basePath + path + search;
   }
 
   /**
@@ -212,4 +212,21 @@ export class Forwarder {
   close(): Promise<void> {
     return this.dispatcher.close();
   }
+}
+
+/**
+ * The request's path without its query, relative to where the middleware is mounted: what Express
+ * calls `req.path`, read from `req.url` (which Express rewrites for a mounted router) so that a plain
+ * node:http request works the same.
+ */
+export function requestPath(req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+/** What a bare node:http mount answers for a request the middleware does not take, with no next() to pass it to. */
+export function notFound(res: ServerResponse): void {
+  res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8', 'content-length': '9' });
+  res.end('Not Found');
 }

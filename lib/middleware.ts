@@ -1,12 +1,19 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MESSAGES } from './errors.js';
-import { Forwarder } from './forwarder.js';
+import { Forwarder, notFound, requestPath } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
-/** The middleware, plus `close()` to release its upstream connections on shutdown. */
-export type KeyFailoverMiddleware = RequestHandler & { close(): Promise<void> };
+/**
+ * The middleware, plus `close()` to release its upstream connections on shutdown. An Express
+ * handler, and also a plain `(req, res, next?)` one for node:http or connect (give it `pool`).
+ */
+export type KeyFailoverMiddleware = RequestHandler & {
+  (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void;
+  close(): Promise<void>;
+};
 
 /**
  * Intercepts the provider's POST routes (relative to where it is mounted),
@@ -17,7 +24,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
   const forwarder = new Forwarder(resolveOptions('keyFailover()', options));
   const { provider, maxBodyBytes } = forwarder.options;
 
-  const handle = async (req: Request, res: Response): Promise<void> => {
+  const handle = async (req: Request, res: Response, path: string): Promise<void> => {
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;
 
@@ -39,18 +46,20 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     headers['content-length'] = String(read.body.length);
     if (read.contentType) headers['content-type'] = read.contentType;
     const { body } = read;
-    const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body, signal: forwarder.clientGone(res) };
+    const request = { method: 'POST', path: forwarder.upstreamPath(req, path), headers, body, signal: forwarder.clientGone(res) };
 
-    const stream = forwarder.streamFor(req.path);
+    const stream = forwarder.streamFor(path);
     await forwarder.write(await forwarder.forward(caller, request, req, { model: () => readModel(body), stream }), res, stream);
   };
 
-  const middleware = (req: Request, res: Response, next: NextFunction): void => {
-    if (req.method !== 'POST' || !provider.routes.has(req.path)) return next();
-    handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) next(error);
-      else res.destroy();
+  const middleware = (req: Request, res: Response, next?: NextFunction): void => {
+    const path = requestPath(req);
+    if (req.method !== 'POST' || !provider.routes.has(path)) return next ? next() : notFound(res);
+    handle(req, res, path).catch((error: unknown) => {
+      if (res.headersSent) res.destroy();
+      else if (next) next(error);
+      else forwarder.fail(res, 'internal');
     });
   };
-  return Object.assign(middleware, { close: () => forwarder.close() });
+  return Object.assign(middleware, { close: () => forwarder.close() }) as KeyFailoverMiddleware;
 }

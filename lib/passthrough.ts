@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
 import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkOutcome } from './failover.js';
-import { Forwarder, type Outgoing } from './forwarder.js';
+import { Forwarder, requestPath, type Outgoing } from './forwarder.js';
 import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
 import { checkPassthroughPath } from './gateway/passthrough-path.js';
 import { checkPathRules, type PassthroughPathRule } from './gateway/path-rules.js';
@@ -34,7 +34,7 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
 
   const handle = async (req: Request, res: Response): Promise<void> => {
     if (!PASSTHROUGH_METHODS.has(req.method)) return forwarder.fail(res, 'method_not_allowed');
-    const path = checkPassthroughPath(req.path, forwarder.options.target, forwarder.basePath);
+    const path = checkPassthroughPath(requestPath(req), forwarder.options.target, forwarder.basePath);
     if (!path.ok) return forwarder.fail(res, 'invalid_path');
     if (!rules.permits(path.routed, req)) return forwarder.fail(res, 'path_not_allowed');
     const caller = forwarder.caller(req, res);
@@ -75,13 +75,14 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     await forwarder.write(outcome, res);
   };
 
-  const middleware = (req: Request, res: Response, next: NextFunction): void => {
+  const middleware = (req: Request, res: Response, next?: NextFunction): void => {
     handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) next(error);
-      else res.destroy();
+      if (res.headersSent) res.destroy();
+      else if (next) next(error);
+      else forwarder.fail(res, 'internal');
     });
   };
-  return Object.assign(middleware, { close: () => forwarder.close() });
+  return Object.assign(middleware, { close: () => forwarder.close() }) as KeyFailoverMiddleware;
 }
 
 function hasBody(req: Request): boolean {
