@@ -157,13 +157,13 @@ export class Forwarder {
     return out;
   }
 
-  /** A signal that aborts when the client goes away before its response is complete. */
-  clientGone(res: Response): AbortSignal {
+  /** The request's controller: aborted when the client goes away before its response is complete. */
+  clientGone(res: Response): { signal: AbortSignal; controller: AbortController } {
     const controller = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    return controller.signal;
+    return { signal: controller.signal, controller };
   }
 
   /** One attempt: with a pool key, its own account headers go too. */
@@ -174,13 +174,12 @@ export class Forwarder {
   }
 
   /** Writes the walk's outcome; a relayed event stream cut after its commit ends with `stream`'s break event. */
-  async write(outcome: WalkOutcome, res: Response, stream?: RouteStream): Promise<void> {
+  write(outcome: WalkOutcome, res: Response, stream?: RouteStream): Promise<void> | void {
     switch (outcome.kind) {
       case 'relay': {
         const breakEvent = stream !== undefined && isPlainEventStream(outcome.response) ? stream.breakEvent : undefined;
         return relayResponse(this.forClient(outcome.response), res, breakEvent).catch((error: unknown) => {
-          // Before the first byte: a clean 502. Mid-stream: the client's response has been ended.
-          // Either way no key is to blame: the key's answer was a usable one.
+          // The upstream failed before its first byte: a clean 502. No key is to blame: the key's answer was a usable one.
           if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
         });
       }
@@ -221,8 +220,19 @@ export class Forwarder {
  */
 export function requestPath(req: IncomingMessage): string {
   const url = req.url ?? '/';
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
+  let start = 0;
+  if (url.charCodeAt(0) !== 0x2f) {
+    // An absolute-form request target (`POST http://host/v1/...`): its path starts after the authority.
+    const authority = url.indexOf('://');
+    if (authority === -1) return url;
+    start = url.indexOf('/', authority + 3);
+    if (start === -1) return '/';
+  }
+  for (let i = start; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 0x3f || c === 0x23) return url.slice(start, i); // '?' or '#'
+  }
+  return start === 0 ? url : url.slice(start);
 }
 
 /** What a bare node:http mount answers for a request the middleware does not take, with no next() to pass it to. */

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MESSAGES } from './errors.js';
+import type { WalkOutcome } from './failover.js';
 import { Forwarder, notFound, requestPath } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { readRequestBody } from './request-body.js';
@@ -24,32 +25,35 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
   const forwarder = new Forwarder(resolveOptions('keyFailover()', options));
   const { provider, maxBodyBytes } = forwarder.options;
 
-  const handle = async (req: Request, res: Response, path: string): Promise<void> => {
+  /** Reads the body and walks the pool; its frame (the body, the headers) ends before the answer is relayed. */
+  const walk = async (req: Request, res: Response, path: string): Promise<WalkOutcome | undefined> => {
     const caller = forwarder.caller(req, res);
-    if (caller === undefined) return;
+    if (caller === undefined) return undefined;
 
     const read = await readRequestBody(req, maxBodyBytes);
     if (!read.ok) {
       if (read.reason === 'too_large') {
-        return forwarder.fail(res, 'body_too_large', {
+        forwarder.fail(res, 'body_too_large', {
           message: `The request body is larger than the gateway's limit of ${maxBodyBytes} bytes.`,
         });
-      }
-      if (read.reason === 'consumed') {
+      } else if (read.reason === 'consumed') {
         forwarder.warn('ERR_EKF_BODY_CONSUMED', MESSAGES.body_consumed);
-        return forwarder.fail(res, 'body_consumed');
-      }
-      return; // the client went away while sending
+        forwarder.fail(res, 'body_consumed');
+      } // else the client went away while sending
+      return undefined;
     }
 
     const headers = forwarder.upstreamHeaders(req.headers, caller);
     headers['content-length'] = String(read.body.length);
     if (read.contentType) headers['content-type'] = read.contentType;
     const { body } = read;
-    const request = { method: 'POST', path: forwarder.upstreamPath(req, path), headers, body, signal: forwarder.clientGone(res) };
+    const request = { method: 'POST', path: forwarder.upstreamPath(req, path), headers, body, ...forwarder.clientGone(res) };
+    return forwarder.forward(caller, request, req, { model: () => readModel(body), stream: forwarder.streamFor(path) });
+  };
 
-    const stream = forwarder.streamFor(path);
-    await forwarder.write(await forwarder.forward(caller, request, req, { model: () => readModel(body), stream }), res, stream);
+  const handle = async (req: Request, res: Response, path: string): Promise<void> => {
+    const outcome = await walk(req, res, path);
+    if (outcome !== undefined) await forwarder.write(outcome, res, forwarder.streamFor(path));
   };
 
   const middleware = (req: Request, res: Response, next?: NextFunction): void => {

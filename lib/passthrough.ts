@@ -46,7 +46,7 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
       path: forwarder.upstreamPath(req),
       headers,
       body: null,
-      signal: forwarder.clientGone(res),
+      ...forwarder.clientGone(res),
     };
     const bodyConsumed = (req as { _body?: boolean })._body === true || req.readableEnded;
     if (bodyConsumed) {

@@ -133,8 +133,12 @@ describe('upstream resets the connection before its head', () => {
   });
 });
 
+/** What ends a chat stream the upstream broke off after its commit: an error event the SDKs raise on. */
+const BREAK_EVENT =
+  'data: {"error":{"message":"The upstream stream broke off before it was complete.","type":"upstream_error","param":null,"code":"stream_interrupted"}}\n\n';
+
 describe('upstream breaks after its head', () => {
-  test('SSE stream cut mid-stream: the client stream ends early, no retry, no key marked', async () => {
+  test('SSE stream cut mid-stream: the client stream ends early with an error event (never [DONE]), no retry, no key marked', async () => {
     const g = await gateway();
     upstream.behaviour = async (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -149,8 +153,8 @@ describe('upstream breaks after its head', () => {
     track(() => {
       for (const r of results) {
         expect(r.status).toBe(200);
-        expect(r.ended).toBe('aborted');
-        expect('data: {"n":0}\n\ndata: {"n":1}\n\n'.startsWith(r.body.toString())).toBe(true);
+        expect(r.ended).toBe('end');
+        expect(r.body.toString()).toBe(`data: {"n":0}\n\ndata: {"n":1}\n\n\n\n${BREAK_EVENT}`);
       }
       expect(upstream.seen).toHaveLength(10); // no retry
       expectNothingMarked(g);
@@ -238,7 +242,7 @@ describe('upstream slower than timeoutMs', () => {
     expect(upstream.seen).toHaveLength(20);
   });
 
-  test('a stream that goes silent for longer than timeoutMs: the client stream ends, the upstream request is aborted', async () => {
+  test('a stream that goes silent for longer than timeoutMs: the client stream ends with an error event, the upstream request is aborted', async () => {
     const g = await gateway(upstream.url, { timeoutMs: 300 });
     upstream.behaviour = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -249,7 +253,7 @@ describe('upstream slower than timeoutMs', () => {
     const results = await burst(g, 5, 'silent-stream');
     track(() => {
       for (const r of results) {
-        expect([r.status, r.ended, r.body.toString()]).toEqual([200, 'aborted', 'data: {"n":0}\n\n']);
+        expect([r.status, r.ended, r.body.toString()]).toEqual([200, 'end', `data: {"n":0}\n\n\n\n${BREAK_EVENT}`]);
         expect(r.ms).toBeGreaterThanOrEqual(290);
       }
       expectNothingMarked(g);

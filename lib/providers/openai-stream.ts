@@ -41,7 +41,7 @@ function chatFrame(json: Record<string, unknown>): FrameVerdict {
   const error = json['error'];
   if (isObject(error)) return { status: statusOf(error), body: { error } };
   const choices = json['choices'];
-  if (!Array.isArray(choices)) return json['usage'] !== undefined ? 'content' : 'hold';
+  if (!Array.isArray(choices)) return 'content'; // not a chunk this reader knows: let it through
   for (const choice of choices as unknown[]) {
     if (!isObject(choice)) continue;
     if (choice['finish_reason'] !== null && choice['finish_reason'] !== undefined) return 'content';

@@ -21,6 +21,12 @@ export interface UpstreamRequest {
   body: Buffer | Readable | null;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /**
+   * The request's own controller of `signal`, when the caller has one (the middleware): each attempt
+   * uses it as it is, and a timeout aborts it too (a timeout ends the walk). Without it, each attempt
+   * makes a controller of its own, linked to `signal`.
+   */
+  controller?: AbortController;
   /** Time allowed until the upstream's response headers arrive. */
   timeoutMs: number;
 }
@@ -91,10 +97,11 @@ const TIMED_OUT = Symbol('timed out');
 
 export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamRequest): Promise<UpstreamResponse> {
   if (request.signal.aborted) throw new UpstreamFailure('aborted');
-  // One controller per attempt: the client's signal and our headers timer both end it.
-  const attempt = new AbortController();
-  const onClientAbort = (): void => attempt.abort();
-  request.signal.addEventListener('abort', onClientAbort, { once: true });
+  // The client's signal and our headers timer both end the attempt: through the request's own
+  // controller when it has one, else through one of the attempt's, linked to the client's signal.
+  const attempt = request.controller ?? new AbortController();
+  const onClientAbort = request.controller === undefined ? (): void => attempt.abort() : undefined;
+  if (onClientAbort) request.signal.addEventListener('abort', onClientAbort, { once: true });
   const timer = setTimeout(() => attempt.abort(TIMED_OUT), request.timeoutMs);
   try {
     const { statusCode, headers, body } = await dispatcher.request({
@@ -107,10 +114,14 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
     });
     // The client may still leave while this body is read (held, discarded or relayed): until the
     // body is done, that aborts the attempt, which destroys the body and frees the upstream.
-    body.once('close', () => request.signal.removeEventListener('abort', onClientAbort));
+    // The listener must not hold on to the request (its body, its headers) for the answer's whole life.
+    if (onClientAbort) {
+      const { signal } = request;
+      body.once('close', () => signal.removeEventListener('abort', onClientAbort));
+    }
     return { status: statusCode, headers: headers, body };
   } catch (error) {
-    request.signal.removeEventListener('abort', onClientAbort);
+    if (onClientAbort) request.signal.removeEventListener('abort', onClientAbort);
     if (attempt.signal.aborted) {
       throw new UpstreamFailure(attempt.signal.reason === TIMED_OUT ? 'timeout' : 'aborted', { cause: error });
     }
@@ -124,25 +135,29 @@ export async function sendAttempt(dispatcher: Dispatcher, request: UpstreamReque
  * Streams the upstream answer to the client unchanged. Nothing is written
  * before the first body byte (or the end) has arrived: an upstream that fails
  * between its head and its body is an `UpstreamFailure('unreachable')`, and
- * the client still gets a clean error. After that, a failure on either side
- * rejects with the client response destroyed (a stream cut mid-way ends it).
+ * the client still gets a clean error. Resolves once the answer is on its
+ * way; from then on the stream's own listeners see it to its end (a failure
+ * on either side ends the other), and nothing waits on it: a long stream
+ * keeps no promise chain alive.
  */
 export async function relayResponse(upstream: UpstreamResponse, res: ServerResponse, breakEvent?: string): Promise<void> {
-  const { head, body } = upstream;
-  if (head === undefined || head.length === 0) {
+  if (upstream.head === undefined || upstream.head.length === 0) {
     try {
-      await firstBytes(body);
+      await firstBytes(upstream.body);
     } catch (error) {
       throw new UpstreamFailure('unreachable', { cause: error });
     }
   }
+  startRelay(upstream, res, breakEvent);
+}
+
+/** Writes the head and what was held, and pipes the rest: the answer object itself is not kept for the stream's life. */
+function startRelay(upstream: UpstreamResponse, res: ServerResponse, breakEvent: string | undefined): void {
+  const { head, body } = upstream;
   res.writeHead(upstream.status, relayableHeaders(upstream.headers));
   if (head !== undefined) for (const chunk of head) res.write(chunk);
-  if (body.readableEnded) {
-    res.end();
-    return;
-  }
-  await pipe(body, res, breakEvent);
+  if (body.readableEnded) res.end();
+  else pipe(body, res, breakEvent);
 }
 
 /**
@@ -154,30 +169,25 @@ export async function relayResponse(upstream: UpstreamResponse, res: ServerRespo
  * stream.pipeline: this runs for every response, and pipeline's promise form
  * allocates an AbortController (and an abort error with a stack) per call.
  */
-function pipe(body: Readable, res: ServerResponse, breakEvent?: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: Error): void => {
-      res.off('close', onClose);
-      if (breakEvent !== undefined && !res.destroyed && !res.writableEnded) {
-        body.unpipe(res);
-        // The blank line first ends a frame the cut left half-written (an SDK then raises on it); at a
-        // frame boundary an empty frame dispatches nothing.
-        res.end(`\n\n${breakEvent}`);
-      } else {
-        res.destroy(error);
-      }
-      reject(error);
-    };
-    const onClose = (): void => {
-      body.off('error', onError).on('error', ignore); // a late abort error has nowhere to go
-      if (res.writableFinished) return resolve();
-      body.destroy();
-      reject(new Error('the client went away before the response was complete'));
-    };
-    body.once('error', onError);
-    res.once('close', onClose);
-    body.pipe(res);
-  });
+function pipe(body: Readable, res: ServerResponse, breakEvent?: string): void {
+  const onError = (error: Error): void => {
+    res.off('close', onClose);
+    if (breakEvent !== undefined && !res.destroyed && !res.writableEnded) {
+      body.unpipe(res);
+      // The blank line first ends a frame the cut left half-written (an SDK then raises on it); at a
+      // frame boundary an empty frame dispatches nothing.
+      res.end(`\n\n${breakEvent}`);
+    } else {
+      res.destroy(error);
+    }
+  };
+  const onClose = (): void => {
+    body.off('error', onError).on('error', ignore); // a late abort error has nowhere to go
+    if (!res.writableFinished) body.destroy(); // the client went away before the end: the upstream goes too
+  };
+  body.once('error', onError);
+  res.once('close', onClose);
+  body.pipe(res);
 }
 
 /** Resolves once the stream has data to read or has ended; rejects if it fails first. */
