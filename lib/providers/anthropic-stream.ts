@@ -28,6 +28,8 @@ export const anthropicStreams: StreamReading = {
 
   frame(_kind: StreamKind, frame: SseFrame): FrameVerdict {
     if (frame.data === undefined) return 'hold';
+    // The event name says what it is: message_start's data (the whole message) is not worth parsing.
+    if (frame.event === 'message_start' || frame.event === 'ping') return 'hold';
     const json = frameJson(frame);
     const type = frame.event ?? (isObject(json) ? stringField(json, 'type') : undefined);
     if (type === 'message_start' || type === 'ping') return 'hold';

@@ -24,6 +24,10 @@ export const openaiStreams: StreamReading = {
   frame(kind: StreamKind, frame: SseFrame): FrameVerdict {
     if (frame.data === undefined) return 'hold'; // a comment, a keep-alive
     if (frame.data === '[DONE]') return 'content';
+    // A named Responses event says what it is: only an error's data is worth parsing (response.created is kilobytes).
+    if (kind === 'responses' && frame.event !== undefined && frame.event !== 'error' && frame.event !== 'response.failed') {
+      return RESPONSES_PREAMBLE.has(frame.event) ? 'hold' : 'content';
+    }
     const json = frameJson(frame);
     if (!isObject(json)) return 'content'; // not what this reader knows: let it through
     return kind === 'responses' ? responsesFrame(frame.event ?? stringField(json, 'type'), json) : chatFrame(json);
