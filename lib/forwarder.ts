@@ -108,8 +108,8 @@ export class Forwarder {
     return undefined;
   }
 
-  /** Path and query on the upstream: the target's path, the request's path and query, the provider's query. */
-  upstreamPath(req: Request): string {
+  /** Path and query on the upstream: the target's path, the request's path (or the matched route's) and query, the provider's query. */
+  upstreamPath(req: Request, path: string = req.path): string {
     const q = req.url.indexOf('?');
     let search = q === -1 ? '' : req.url.slice(q);
     if (this.fixedQuery.length > 0) {
@@ -117,7 +117,7 @@ export class Forwarder {
       for (const [name, value] of this.fixedQuery) params.set(name, value);
       search = '?' + params.toString();
     }
-    return this.basePath + req.path + search;
+    return this.basePath + path + search;
   }
 
   /**

@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { MESSAGES } from './errors.js';
 import { Forwarder } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
+import { matchRoute, type RouteMatch } from './providers/routes.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
@@ -17,7 +18,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
   const forwarder = new Forwarder(resolveOptions('keyFailover()', options));
   const { provider, maxBodyBytes } = forwarder.options;
 
-  const handle = async (req: Request, res: Response): Promise<void> => {
+  const handle = async (req: Request, res: Response, route: RouteMatch): Promise<void> => {
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return;
 
@@ -39,14 +40,17 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     headers['content-length'] = String(read.body.length);
     if (read.contentType) headers['content-type'] = read.contentType;
     const { body } = read;
-    const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body, signal: forwarder.clientGone(res) };
+    // The upstream path is the matched route's, built from the route, never the request line's.
+    const request = { method: 'POST', path: forwarder.upstreamPath(req, route.path), headers, body, signal: forwarder.clientGone(res) };
+    const model = route.model ?? (() => readModel(body)); // an Azure deployment is its own rate-limit unit
 
-    await forwarder.write(await forwarder.forward(caller, request, req, () => readModel(body)), res);
+    await forwarder.write(await forwarder.forward(caller, request, req, model), res);
   };
 
   const middleware = (req: Request, res: Response, next: NextFunction): void => {
-    if (req.method !== 'POST' || !provider.routes.has(req.path)) return next();
-    handle(req, res).catch((error: unknown) => {
+    const route = req.method === 'POST' ? matchRoute(provider, req.path) : undefined;
+    if (route === undefined) return next();
+    handle(req, res, route).catch((error: unknown) => {
       if (!res.headersSent) next(error);
       else res.destroy();
     });
