@@ -9,8 +9,8 @@ import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
 /**
  * The package as a user gets it: built, packed, installed from the tarball
  * into a fresh app (express from the npm cache), and used from CommonJS, ESM
- * and TypeScript. The optional peers (ioredis, prom-client) are not installed
- * there; a second app has them, for the ./redis and ./metrics entries' types.
+ * and TypeScript. The optional peers (ioredis, prom-client, @opentelemetry/api)
+ * are not installed there; a second app has them, for the subpath entries' types.
  */
 const root = path.resolve(__dirname, '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -133,11 +133,11 @@ test.each(['cjs', 'esm'] as const)('from %s: require / import serve a failover',
   expect(upstream.keysSeen()).toEqual([K0, K1]);
 });
 
-test('the main entry loads without the optional peers; ./redis and ./metrics say what is missing', () => {
+test('the main entry loads without the optional peers; ./redis, ./metrics and ./opentelemetry say what is missing', () => {
   const script = `
     const main = require('express-key-failover');
     const out = { main: Object.keys(main).sort() };
-    for (const entry of ['redis', 'metrics']) {
+    for (const entry of ['redis', 'metrics', 'opentelemetry']) {
       try { require('express-key-failover/' + entry); out[entry] = 'loaded'; } catch (e) { out[entry] = e.code + ' ' + /Cannot find module '([^']+)'/.exec(e.message)?.[1]; }
     }
     console.log(JSON.stringify(out));`;
@@ -145,6 +145,7 @@ test('the main entry loads without the optional peers; ./redis and ./metrics say
   expect(out.main).toEqual(expect.arrayContaining(['keyFailover', 'keyPassthrough', 'createFailoverFetch', 'KeyPool', 'openaiCompatible']));
   expect(out.redis).toBe('MODULE_NOT_FOUND ioredis');
   expect(out.metrics).toBe('MODULE_NOT_FOUND prom-client');
+  expect(out.opentelemetry).toBe('MODULE_NOT_FOUND @opentelemetry/api');
 });
 
 type Resolution = 'node10' | 'node16' | 'bundler';
@@ -223,6 +224,13 @@ import { poolMetrics, type PoolMetrics } from 'express-key-failover/metrics';
 export const metrics: PoolMetrics = poolMetrics(new KeyPool(['sk-a']), { register: new Registry(), prefix: 'gateway_' });
 // @ts-expect-error the first argument is a KeyPool
 poolMetrics({});
+`,
+  opentelemetry: `import { trace } from '@opentelemetry/api';
+import { poolTracing, type PoolTracing, type PoolTracingOptions } from 'express-key-failover/opentelemetry';
+const tracingOptions: PoolTracingOptions = { tracer: trace.getTracer('gateway'), provider: 'anthropic' };
+export const tracing: PoolTracing = poolTracing(new KeyPool(['sk-a']), tracingOptions);
+// @ts-expect-error the tracer is an OpenTelemetry Tracer
+poolTracing(new KeyPool(['sk-a']), { tracer: 'gateway' });
 `,
 };
 
