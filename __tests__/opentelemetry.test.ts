@@ -2,6 +2,7 @@ import { context, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { Express, NextFunction, Request, Response } from 'express';
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import request from 'supertest';
 import { createFailoverFetch, KeyFailoverError, KeyPool, keyPassthrough, openaiCompatible } from '../lib/index.js';
@@ -340,6 +341,34 @@ test('createFailoverFetch inside a traced handler: its attempts are children of 
     ['ekf attempt', 'key-0', parent.spanContext().spanId],
     ['ekf attempt', 'key-1', parent.spanContext().spanId],
   ]);
+});
+
+test('an attempt whose failure was found inside a 200 stream says so (ekf.in_stream), on its span and its failover event', () => {
+  const pool = new KeyPool([K0]);
+  const tracing = poolTracing(pool, { tracer });
+  const res = Object.assign(new EventEmitter(), { headersSent: true, statusCode: 200, writableFinished: true });
+  tracing({ method: 'POST', path: '/v1/chat/completions' } as Request, res as unknown as Response, () => {
+    // What the stream hold emits for an error frame before the first content (the field is optional until it does).
+    pool.emit('attempt', {
+      id: 'key-0',
+      hint: '',
+      attempt: 1,
+      outcome: 'cooldown',
+      status: 200,
+      cause: 'rate_limited',
+      durationMs: 3,
+      inStream: true,
+    } as never);
+    pool.emit('failover', { id: 'key-0', hint: '', status: 200, action: 'cooldown', cause: 'rate_limited', inStream: true } as never);
+  });
+  res.emit('close');
+  tracing.stop();
+
+  const [attempt] = named(SpanKind.CLIENT);
+  expect(attempt!.attributes).toMatchObject({ 'ekf.in_stream': true, 'ekf.cause': 'rate_limited', 'error.type': 'rate_limited' });
+  const [requestSpan] = named(SpanKind.INTERNAL);
+  expect(requestSpan!.events[0]!.attributes).toMatchObject({ 'ekf.in_stream': true });
+  expect(parentOf(attempt!)).toBe(requestSpan!.spanContext().spanId);
 });
 
 test('stop() stops listening to the pool', () => {

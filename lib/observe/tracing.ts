@@ -42,6 +42,7 @@ interface RequestTrace {
   last?: AttemptEvent;
 }
 
+/** `inStream`: the failure was found inside a 200 stream (the stream hold's events carry it). */
 type AttemptEvent = KeyPoolEvents['attempt'][0] & { inStream?: boolean };
 type Operation = { name: string; apiType?: string };
 
@@ -127,7 +128,7 @@ export function poolTracing(pool: KeyPool, options: PoolTracingOptions = {}): Po
     }
   };
 
-  const onFailover = (event: KeyPoolEvents['failover'][0]): void => {
+  const onFailover = (event: KeyPoolEvents['failover'][0] & { inStream?: boolean }): void => {
     const request = context.active().getValue(REQUEST) as RequestTrace | undefined;
     const attributes: Attributes = {
       [ATTR.keyId]: event.id,
@@ -136,6 +137,7 @@ export function poolTracing(pool: KeyPool, options: PoolTracingOptions = {}): Po
       [ATTR.action]: event.action,
     };
     if (event.cause !== undefined) attributes[ATTR.cause] = event.cause;
+    if (event.inStream !== undefined) attributes[ATTR.inStream] = event.inStream;
     request?.span.addEvent('ekf.failover', attributes);
   };
 
