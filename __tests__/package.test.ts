@@ -260,7 +260,7 @@ test.each(RESOLUTIONS)(
       path.join(app, `ts-${resolution}`),
       resolution,
       `import express from 'express';
-import { keyFailover, KeyPool, createFailoverFetch, type KeySnapshot, type KeyFailoverOptions } from 'express-key-failover';
+import { keyFailover, KeyPool, createFailoverFetch, openaiCompatible, type KeySnapshot, type KeyFailoverOptions } from 'express-key-failover';
 const options: KeyFailoverOptions = { target: 'https://api.openai.com', failover: { 403: 'disable' }, byok: (req) => req.get('x-key') };
 const pool = new KeyPool({ keys: ['sk-a', { id: 'b', key: 'sk-b', weight: 2 }], strategy: 'round-robin' });
 pool.on('failover', (e) => console.log(e.id, e.status, e.action));
@@ -271,6 +271,9 @@ const states: KeySnapshot[] = pool.snapshot();
 const fetch: typeof globalThis.fetch = createFailoverFetch(pool);
 // @ts-expect-error an unknown failover action is a type error
 keyFailover({ failover: { 429: 'retry' } });
+app.use('/azure', keyFailover({ target: 'https://r.openai.azure.com', provider: openaiCompatible({ preset: 'azure', routes: ['/openai/deployments/:deployment/embeddings'] }) }));
+// @ts-expect-error the presets are named
+openaiCompatible({ preset: 'bedrock' });
 export { states, fetch };
 `,
     );
