@@ -5,11 +5,17 @@
  * packed-tarball test (it installs its own express).
  * @type {import('jest').Config}
  */
+// ESM-only packages a test loads with require (http-proxy-middleware 4 and its ESM dependencies), compiled to CommonJS.
+const ESM_ONLY = 'http-proxy-middleware|httpxy|is-plain-obj';
 const base = {
   testEnvironment: 'node',
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
-  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }],
+    [`/node_modules/(${ESM_ONLY})/.+\\.m?js$`]: '<rootDir>/__tests__/support/esm-to-cjs.js',
+  },
+  transformIgnorePatterns: [`/node_modules/(?!(${ESM_ONLY})/)`],
   // Sources import siblings as './x.js' (what the ESM build needs); jest resolves the .ts.
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
 };

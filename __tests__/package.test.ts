@@ -9,8 +9,8 @@ import { MockUpstream, byKey, ok, status } from './support/mock-upstream.js';
 /**
  * The package as a user gets it: built, packed, installed from the tarball
  * into a fresh app (express from the npm cache), and used from CommonJS, ESM
- * and TypeScript. The optional peers (ioredis, prom-client) are not installed
- * there; a second app has them, for the ./redis and ./metrics entries' types.
+ * and TypeScript. The optional peers (ioredis, prom-client, @opentelemetry/api)
+ * are not installed there; a second app has them, for the subpath entries' types.
  */
 const root = path.resolve(__dirname, '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -73,7 +73,11 @@ beforeAll(async () => {
     '@types/express@5',
     '@types/node@22',
   ];
-  await Promise.all([install(app, common), install(appWithPeers, [...common, ...optionalPeers])]);
+  // The OpenTelemetry SDK too, so that the consumers below can read the spans the ./opentelemetry entry makes.
+  const sdk = ['@opentelemetry/sdk-trace-base', '@opentelemetry/context-async-hooks'].map(
+    (name) => `${name}@${manifest.devDependencies[name]}`,
+  );
+  await Promise.all([install(app, common), install(appWithPeers, [...common, ...optionalPeers, ...sdk])]);
 }, 240_000);
 
 afterAll(async () => {
@@ -133,11 +137,11 @@ test.each(['cjs', 'esm'] as const)('from %s: require / import serve a failover',
   expect(upstream.keysSeen()).toEqual([K0, K1]);
 });
 
-test('the main entry loads without the optional peers; ./redis and ./metrics say what is missing', () => {
+test('the main entry loads without the optional peers; ./redis, ./metrics and ./opentelemetry say what is missing', () => {
   const script = `
     const main = require('express-key-failover');
     const out = { main: Object.keys(main).sort() };
-    for (const entry of ['redis', 'metrics']) {
+    for (const entry of ['redis', 'metrics', 'opentelemetry', 'http-proxy-middleware']) {
       try { require('express-key-failover/' + entry); out[entry] = 'loaded'; } catch (e) { out[entry] = e.code + ' ' + /Cannot find module '([^']+)'/.exec(e.message)?.[1]; }
     }
     console.log(JSON.stringify(out));`;
@@ -145,6 +149,74 @@ test('the main entry loads without the optional peers; ./redis and ./metrics say
   expect(out.main).toEqual(expect.arrayContaining(['keyFailover', 'keyPassthrough', 'createFailoverFetch', 'KeyPool', 'openaiCompatible']));
   expect(out.redis).toBe('MODULE_NOT_FOUND ioredis');
   expect(out.metrics).toBe('MODULE_NOT_FOUND prom-client');
+  expect(out.opentelemetry).toBe('MODULE_NOT_FOUND @opentelemetry/api');
+  // The plugin is handed http-proxy-middleware's proxy server: it loads nothing of the package itself.
+  expect(out['http-proxy-middleware']).toBe('loaded');
+});
+
+/**
+ * The ./http-proxy-middleware and ./opentelemetry entries as a gateway uses
+ * them, from CommonJS (http-proxy-middleware 4 is ESM-only: Node 22.12+
+ * loads it with require()) and from ESM: a proxied GET that fails over, and
+ * its spans read from the SDK's in-memory exporter.
+ */
+const integrationsConsumer = (kind: 'cjs' | 'esm') => `
+${
+  kind === 'cjs'
+    ? `const express = require('express');
+const { createProxyMiddleware } = require('http-proxy-middleware');
+const { context } = require('@opentelemetry/api');
+const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
+const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
+const { KeyPool } = require('express-key-failover');
+const { keyFailoverPlugin } = require('express-key-failover/http-proxy-middleware');
+const { poolTracing } = require('express-key-failover/opentelemetry');`
+    : `import express from 'express';
+import { createProxyMiddleware } from 'http-proxy-middleware';
+import { context } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { KeyPool } from 'express-key-failover';
+import { keyFailoverPlugin } from 'express-key-failover/http-proxy-middleware';
+import { poolTracing } from 'express-key-failover/opentelemetry';`
+}
+context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+const exporter = new InMemorySpanExporter();
+const tracer = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('consumer');
+const pool = new KeyPool(['${K0}', '${K1}']);
+const app = express();
+app.use('/openai', poolTracing(pool, { tracer }), createProxyMiddleware({ target: process.env.UPSTREAM, changeOrigin: true, plugins: [keyFailoverPlugin({ pool })] }));
+const server = app.listen(0, '127.0.0.1', async () => {
+  const res = await fetch('http://127.0.0.1:' + server.address().port + '/openai/v1/models');
+  const body = await res.json();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const spans = exporter.getFinishedSpans().map((s) => [s.name, s.attributes['ekf.key.id'] ?? null, s.attributes['ekf.attempt.outcome'] ?? null]);
+  console.log(JSON.stringify({ status: res.status, body, states: pool.snapshot().map((k) => k.state), spans }));
+  server.close();
+});
+`;
+
+test.each(['cjs', 'esm'] as const)('from %s: the http-proxy-middleware plugin fails over, and the spans say so', async (kind) => {
+  upstream.reset();
+  upstream.behaviour = byKey({ [K0]: status(429) }, ok({ object: 'list', served: kind }));
+  const file = path.join(appWithPeers, kind === 'cjs' ? 'integrations.cjs' : 'integrations.mjs');
+  writeFileSync(file, integrationsConsumer(kind));
+  const { stdout } = await promisify(execFile)(process.execPath, [file], {
+    cwd: appWithPeers,
+    env: { ...process.env, UPSTREAM: upstream.url },
+    timeout: 30_000,
+  });
+  expect(JSON.parse(stdout)).toEqual({
+    status: 200,
+    body: { object: 'list', served: kind },
+    states: ['cooling', 'available'],
+    spans: [
+      ['ekf attempt', 'key-0', 'cooldown'],
+      ['ekf attempt', 'key-1', 'relayed'],
+      ['ekf GET', 'key-1', null],
+    ],
+  });
+  expect(upstream.keysSeen()).toEqual([K0, K1]);
 });
 
 type Resolution = 'node10' | 'node16' | 'bundler';
@@ -188,7 +260,7 @@ test.each(RESOLUTIONS)(
       path.join(app, `ts-${resolution}`),
       resolution,
       `import express from 'express';
-import { keyFailover, KeyPool, createFailoverFetch, type KeySnapshot, type KeyFailoverOptions } from 'express-key-failover';
+import { keyFailover, KeyPool, createFailoverFetch, openaiCompatible, type KeySnapshot, type KeyFailoverOptions } from 'express-key-failover';
 const options: KeyFailoverOptions = { target: 'https://api.openai.com', failover: { 403: 'disable' }, byok: (req) => req.get('x-key') };
 const pool = new KeyPool({ keys: ['sk-a', { id: 'b', key: 'sk-b', weight: 2 }], strategy: 'round-robin' });
 pool.on('failover', (e) => console.log(e.id, e.status, e.action));
@@ -199,6 +271,9 @@ const states: KeySnapshot[] = pool.snapshot();
 const fetch: typeof globalThis.fetch = createFailoverFetch(pool);
 // @ts-expect-error an unknown failover action is a type error
 keyFailover({ failover: { 429: 'retry' } });
+app.use('/azure', keyFailover({ target: 'https://r.openai.azure.com', provider: openaiCompatible({ preset: 'azure', routes: ['/openai/deployments/:deployment/embeddings'] }) }));
+// @ts-expect-error the presets are named
+openaiCompatible({ preset: 'bedrock' });
 export { states, fetch };
 `,
     );
@@ -223,6 +298,20 @@ import { poolMetrics, type PoolMetrics } from 'express-key-failover/metrics';
 export const metrics: PoolMetrics = poolMetrics(new KeyPool(['sk-a']), { register: new Registry(), prefix: 'gateway_' });
 // @ts-expect-error the first argument is a KeyPool
 poolMetrics({});
+`,
+  opentelemetry: `import { trace } from '@opentelemetry/api';
+import { poolTracing, type PoolTracing, type PoolTracingOptions } from 'express-key-failover/opentelemetry';
+const tracingOptions: PoolTracingOptions = { tracer: trace.getTracer('gateway'), provider: 'anthropic' };
+export const tracing: PoolTracing = poolTracing(new KeyPool(['sk-a']), tracingOptions);
+// @ts-expect-error the tracer is an OpenTelemetry Tracer
+poolTracing(new KeyPool(['sk-a']), { tracer: 'gateway' });
+`,
+  'http-proxy-middleware': `import { createProxyMiddleware } from 'http-proxy-middleware';
+import { keyFailoverPlugin, type KeyFailoverPluginOptions } from 'express-key-failover/http-proxy-middleware';
+const pluginOptions: KeyFailoverPluginOptions = { pool: new KeyPool(['sk-a']), provider: 'anthropic', deny: ['/v1/organizations'] };
+export const proxy = createProxyMiddleware({ target: 'https://api.anthropic.com', changeOrigin: true, plugins: [keyFailoverPlugin(pluginOptions)] });
+// @ts-expect-error failover actions are typed
+keyFailoverPlugin({ failover: { 429: 'retry' } });
 `,
 };
 

@@ -146,19 +146,44 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
 }
 
 /**
- * One attempt that cannot be sent again (a streamed body): the key still learns from the answer,
- * which is relayed whatever it says. An unrecognised 401 marks nothing: no second key can confirm it.
+ * A request that can be sent once only (a streamed body): with the walk's first available key, judged
+ * as a walk's attempt is, and reported by an 'attempt' event like a walk's first attempt. `onExhausted`
+ * runs when no key is left (to drain the body nobody will send).
  */
-export async function learnFromAnswer(
+export async function sendOnce(
   pool: KeyPool,
   policy: FailoverPolicy,
-  walker: KeyWalker,
-  key: PoolKey,
-  response: UpstreamResponse,
-  requestId: string | undefined,
+  send: (key: PoolKey) => Promise<UpstreamResponse>,
+  context: WalkContext & { onExhausted?: () => void } = {},
 ): Promise<WalkOutcome> {
+  const walker = pool.walker(context.model);
+  const { requestId } = context;
+  const key = walker.next();
+  if (key === undefined) {
+    context.onExhausted?.();
+    return exhaustedOutcome(pool, walker, requestId);
+  }
+  const observed = pool.listenerCount('attempt') > 0;
+  const started = observed ? performance.now() : 0;
+  let response: UpstreamResponse;
+  try {
+    response = await send(key);
+  } catch (error) {
+    const outcome = failureOutcome(error);
+    if (observed) {
+      const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
+      attempted(pool, walker, { key, attempt: 1, started, outcome: reason, status: undefined, cause: undefined, requestId });
+    }
+    return outcome;
+  }
   const verdict = await judge(policy, response);
-  if (verdict.cause !== 'unauthorized') mark(pool, walker, key, verdict, response, requestId);
+  // An unrecognised 401 marks nothing here: no second key can confirm it.
+  const marks = verdict.cause !== 'unauthorized';
+  if (observed) {
+    const outcome = marks ? outcomeOf(verdict.action) : 'skip';
+    attempted(pool, walker, { key, attempt: 1, started, outcome, status: response.status, cause: verdict.cause, requestId });
+  }
+  if (marks) mark(pool, walker, key, verdict, response, requestId);
   return relayOf(verdict);
 }
 

@@ -129,7 +129,7 @@ export class Forwarder {
     return undefined;
   }
 
-  /** Path and query on the upstream: the target's path, the request's path and query, the provider's query. */
+  /** Path and query on the upstream: the target's path, the request's path (or the matched route's) and query, the provider's query. */
   upstreamPath(req: Request, path: string = requestPath(req)): string {
     const q = req.url.indexOf('?');
     let search = q === -1 ? '' : req.url.slice(q);

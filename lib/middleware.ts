@@ -4,6 +4,7 @@ import { MESSAGES } from './errors.js';
 import type { WalkOutcome } from './failover.js';
 import { Forwarder, notFound, requestPath } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
+import { matchRoute, type RouteMatch } from './providers/routes.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
@@ -26,7 +27,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
   const { provider, maxBodyBytes } = forwarder.options;
 
   /** Reads the body and walks the pool; its frame (the body, the headers) ends before the answer is relayed. */
-  const walk = async (req: Request, res: Response, path: string): Promise<WalkOutcome | undefined> => {
+  const walk = async (req: Request, res: Response, route: RouteMatch): Promise<WalkOutcome | undefined> => {
     const caller = forwarder.caller(req, res);
     if (caller === undefined) return undefined;
 
@@ -47,19 +48,21 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     headers['content-length'] = String(read.body.length);
     if (read.contentType) headers['content-type'] = read.contentType;
     const { body } = read;
-    const request = { method: 'POST', path: forwarder.upstreamPath(req, path), headers, body, ...forwarder.clientGone(res) };
-    return forwarder.forward(caller, request, req, { model: () => readModel(body), stream: forwarder.streamFor(path) });
+    // The upstream path is the matched route's, built from the route, never the request line's.
+    const request = { method: 'POST', path: forwarder.upstreamPath(req, route.path), headers, body, ...forwarder.clientGone(res) };
+    const model = route.model ?? (() => readModel(body)); // an Azure deployment is its own rate-limit unit
+    return forwarder.forward(caller, request, req, { model, stream: forwarder.streamFor(route.path) });
   };
 
-  const handle = async (req: Request, res: Response, path: string): Promise<void> => {
-    const outcome = await walk(req, res, path);
-    if (outcome !== undefined) await forwarder.write(outcome, res, forwarder.streamFor(path));
+  const handle = async (req: Request, res: Response, route: RouteMatch): Promise<void> => {
+    const outcome = await walk(req, res, route);
+    if (outcome !== undefined) await forwarder.write(outcome, res, forwarder.streamFor(route.path));
   };
 
   const middleware = (req: Request, res: Response, next?: NextFunction): void => {
-    const path = requestPath(req);
-    if (req.method !== 'POST' || !provider.routes.has(path)) return next ? next() : notFound(res);
-    handle(req, res, path).catch((error: unknown) => {
+    const route = req.method === 'POST' ? matchRoute(provider, requestPath(req)) : undefined;
+    if (route === undefined) return next ? next() : notFound(res);
+    handle(req, res, route).catch((error: unknown) => {
       if (res.headersSent) res.destroy();
       else if (next) next(error);
       else forwarder.fail(res, 'internal');

@@ -5,6 +5,7 @@ import type { KeyPool } from './pool/key-pool.js';
 import { anthropic } from './providers/anthropic.js';
 import { openai } from './providers/openai.js';
 import type { Provider } from './providers/provider.js';
+import { routeSources } from './providers/routes.js';
 import {
   KeyFailoverError,
   checkBoolean,
@@ -168,14 +169,18 @@ function checkTarget(where: string, value: unknown): URL {
   return url;
 }
 
-// The SDKs' base URLs end in /v1; the routes here already start with it.
+// The SDKs' base URLs end in /v1 (Azure's endpoint + /openai); the routes here already start with it.
 function checkTargetPrefix(where: string, target: URL, provider: Provider): void {
   const path = target.pathname.replace(/\/+$/, '');
-  if (path.endsWith('/v1') && [...provider.routes].some((route) => route.startsWith('/v1/'))) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${where}: option "target" ends in /v1, and the routes already start with /v1 (the upstream would get ${path}/v1/...); give the base URL without /v1, such as "${target.origin}${path.slice(0, -3)}".`,
-    );
+  for (const route of routeSources(provider)) {
+    const end = route.indexOf('/', 1);
+    const first = route.slice(0, end);
+    if (end !== -1 && path.endsWith(first)) {
+      throw new KeyFailoverError(
+        'ERR_EKF_INVALID_OPTION',
+        `${where}: option "target" ends in ${first}, and the routes already start with ${first} (the upstream would get ${path}${first}/...); give the base URL without ${first}, such as "${target.origin}${path.slice(0, -first.length)}".`,
+      );
+    }
   }
 }
 

@@ -1,13 +1,12 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkOutcome } from './failover.js';
+import { sendOnce } from './failover.js';
 import { Forwarder, requestPath, type Outgoing } from './forwarder.js';
 import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
 import { checkPassthroughPath } from './gateway/passthrough-path.js';
 import { checkPathRules, type PassthroughPathRule } from './gateway/path-rules.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
-import type { KeyPool } from './pool/key-pool.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
 
@@ -68,7 +67,10 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     const streamed = request.body !== null && !Buffer.isBuffer(request.body);
     const outcome =
       streamed && 'pool' in caller
-        ? await sendOnce(caller.pool, forwarder, request, forwarder.requestId(req))
+        ? await sendOnce(caller.pool, forwarder.options.failover, (key) => forwarder.send(key, request), {
+            requestId: forwarder.requestId(req),
+            onExhausted: () => (request.body as NodeJS.ReadableStream).resume(),
+          })
         : await forwarder.forward(caller, request, req, {
             model: () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined),
           });
@@ -87,21 +89,4 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
 
 function hasBody(req: Request): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-}
-
-/** A streamed body goes once, with the first available key; the key still learns from the answer. */
-async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Outgoing, requestId?: string): Promise<WalkOutcome> {
-  const walker = pool.walker();
-  const key = walker.next();
-  if (key === undefined) {
-    (request.body as NodeJS.ReadableStream).resume();
-    return exhaustedOutcome(pool, walker, requestId);
-  }
-  let response;
-  try {
-    response = await forwarder.send(key, request);
-  } catch (error) {
-    return failureOutcome(error);
-  }
-  return learnFromAnswer(pool, forwarder.options.failover, walker, key, response, requestId);
 }

@@ -239,3 +239,55 @@ export const anthropic = {
   modelNotFound: (model = 'claude-opus-9') => anthropicError(404, { type: 'not_found_error', message: `model: ${model}` }),
   overloaded: () => anthropicError(529, { type: 'overloaded_error', message: 'Overloaded' }),
 };
+
+/**
+ * An Azure OpenAI error answer: `{ error: { code, message } }` (the code is often the status as a
+ * string), and the headers Azure's front door adds (`apim-request-id`, `x-ms-region`, the remaining
+ * counts; a 429 names its policy and gives `retry-after` in seconds).
+ */
+export function azureError(status: number, error: { code: string; message: string }, headers: Record<string, string> = {}): Behaviour {
+  return (_req, res) => {
+    const body = JSON.stringify({ error });
+    const id = `0f3c${(++requestCounter).toString(16).padStart(4, '0')}-5b1e-4c2a-9d7e-1a2b3c4d5e6f`;
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'apim-request-id': id,
+      'x-ms-client-request-id': id,
+      'x-ms-region': 'Sweden Central',
+      'strict-transport-security': 'max-age=31536000; includeSubDomains; preload',
+      'x-content-type-options': 'nosniff',
+      ...headers,
+    });
+    res.end(body);
+  };
+}
+
+export const azure = {
+  rateLimited: (deployment = 'gpt-4o', retryAfterSeconds = 6) =>
+    azureError(
+      429,
+      {
+        code: '429',
+        message: `Your requests to ${deployment} for gpt-4o in Sweden Central have exceeded the token rate limit for your current AIServices S0 pricing tier. This request was for ChatCompletions_Create under Azure OpenAI API version 2024-10-21. Please retry after ${retryAfterSeconds} seconds. To increase your default rate limit, visit: https://aka.ms/oai/quotaincrease.`,
+      },
+      {
+        'retry-after': String(retryAfterSeconds),
+        'policy-id': 'DeploymentRatelimit-Token',
+        'x-ratelimit-remaining-requests': '79',
+        'x-ratelimit-remaining-tokens': '0',
+      },
+    ),
+  invalidKey: () =>
+    azureError(401, {
+      code: '401',
+      message:
+        'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
+    }),
+  deploymentNotFound: () =>
+    azureError(404, {
+      code: 'DeploymentNotFound',
+      message:
+        'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
+    }),
+};

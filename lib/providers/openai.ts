@@ -1,9 +1,11 @@
 import type { ErrorKind } from '../errors.js';
 import { KeyFailoverError, checkKnownOptions, describeValue } from '../validations.js';
 import type { KeyAccount } from '../pool/keys.js';
+import { PRESETS, type ProviderPreset } from './azure.js';
 import { openaiFailures } from './openai-causes.js';
 import { openaiStreams } from './openai-stream.js';
 import { bearerToken, headerValue, type Provider } from './provider.js';
+import { parseRoutes } from './routes.js';
 
 // OpenAI's error envelope: { error: { message, type, param, code } }.
 const TYPES: Record<ErrorKind, { type: string; code: string }> = {
@@ -25,6 +27,11 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
 const OPENAI_ROUTES = ['/v1/chat/completions', '/v1/responses'];
 
 export interface OpenAICompatibleOptions {
+  /**
+   * Defaults for a known host: `'azure'` (Azure OpenAI, as the `AzureOpenAI` class calls it: the key in
+   * `api-key`, its deployment routes). Any option given beside it wins over the preset's.
+   */
+  preset?: ProviderPreset;
   /** A name for logs. Default `'openai-compatible'`. */
   name?: string;
   /** The header that carries the key. Default `'authorization'`; Azure uses `'api-key'`. */
@@ -33,7 +40,10 @@ export interface OpenAICompatibleOptions {
   authScheme?: string;
   /** Query parameters set on every upstream URL, such as `{ 'api-version': '2024-10-21' }`. */
   query?: Record<string, string>;
-  /** POST routes that get failover. Default `['/v1/chat/completions', '/v1/responses']`. */
+  /**
+   * POST routes that get failover. Default `['/v1/chat/completions', '/v1/responses']`. A segment
+   * `:name` is a path parameter (`/openai/deployments/:deployment/chat/completions`).
+   */
   routes?: string[];
 }
 
@@ -42,15 +52,17 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** A host that speaks OpenAI's API with another key header, query or routes: Azure OpenAI, OpenRouter, Groq, vLLM... */
 export function openaiCompatible(options: OpenAICompatibleOptions = {}): Provider {
-  checkKnownOptions(WHERE, options, ['name', 'authHeader', 'authScheme', 'query', 'routes']);
-  const authHeader = checkString('authHeader', options.authHeader ?? 'authorization', TOKEN).toLowerCase();
+  checkKnownOptions(WHERE, options, ['preset', 'name', 'authHeader', 'authScheme', 'query', 'routes']);
+  const preset = checkPreset(options.preset);
+  const authHeader = checkString('authHeader', options.authHeader ?? preset?.authHeader ?? 'authorization', TOKEN).toLowerCase();
   const scheme = checkString('authScheme', options.authScheme ?? (authHeader === 'authorization' ? 'Bearer' : ''), /^[A-Za-z-]*$/);
   const query = checkQuery(options.query ?? {});
-  const routes = checkRoutes(options.routes ?? OPENAI_ROUTES);
+  const { routes, routePatterns } = parseRoutes(WHERE, options.routes ?? preset?.routes ?? OPENAI_ROUTES);
   const prefix = scheme ? `${scheme} ` : '';
   return {
-    name: checkString('name', options.name ?? 'openai-compatible', /^.+$/),
-    routes: new Set(routes),
+    name: checkString('name', options.name ?? preset?.name ?? 'openai-compatible', /^.+$/),
+    routes,
+    ...(routePatterns.length === 0 ? {} : { routePatterns }),
     clientAuthHeaders: [...new Set(['authorization', authHeader])],
     authHeader: (key) => [authHeader, prefix + key],
     clientKey: (headers) => (scheme ? bearerToken(headers[authHeader]) : headerValue(headers[authHeader])),
@@ -97,12 +109,13 @@ function checkQuery(value: unknown): Record<string, string> {
   return { ...(value as Record<string, string>) };
 }
 
-function checkRoutes(value: unknown): string[] {
-  if (!Array.isArray(value) || value.length === 0 || value.some((r) => typeof r !== 'string' || !/^\/[^?#\s]*$/.test(r))) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "routes" must be a non-empty array of paths starting with "/", got ${describeValue(value)}.`,
-    );
-  }
-  return value as string[];
+function checkPreset(value: unknown): (typeof PRESETS)[ProviderPreset] | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && Object.hasOwn(PRESETS, value)) return PRESETS[value as ProviderPreset];
+  throw new KeyFailoverError(
+    'ERR_EKF_INVALID_OPTION',
+    `${WHERE}: option "preset" must be one of ${Object.keys(PRESETS)
+      .map((name) => `'${name}'`)
+      .join(', ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}.`,
+  );
 }

@@ -3,12 +3,15 @@ import type { ErrorKind } from '../errors.js';
 import type { KeyAccount, PoolKey } from '../pool/keys.js';
 import type { FailureClassifier } from './causes.js';
 import type { StreamReading } from './streams.js';
+import type { RoutePattern } from './routes.js';
 
 /** What the middleware needs to know about one upstream API. */
 export interface Provider {
   readonly name: string;
   /** POST paths (relative to the mount point) that get failover with a buffered body. */
   readonly routes: ReadonlySet<string>;
+  /** Routes with path parameters (`/openai/deployments/:deployment/chat/completions`), tried when no exact route matched. */
+  readonly routePatterns?: readonly RoutePattern[];
   /** Request headers that carry a client credential; never sent upstream (the key header replaces them). */
   readonly clientAuthHeaders: readonly string[];
   /** The header name and value that carry `key` upstream. */

@@ -1,0 +1,7 @@
+export {
+  keyFailoverPlugin,
+  type KeyFailoverPlugin,
+  type KeyFailoverPluginOptions,
+  type ProxyOptionsLike,
+  type ProxyServerLike,
+} from './gateway/proxy-plugin.js';

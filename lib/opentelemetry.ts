@@ -1,0 +1,1 @@
+export { poolTracing, type PoolTracing, type PoolTracingOptions } from './observe/tracing.js';
