@@ -304,7 +304,8 @@ describe('keyPassthrough forwards what belongs to other tenants', () => {
       '/v1/chat/completions?limit=100', // stored chat completions (store: true) of every tenant
       '/v1/batches',
       '/v1/vector_stores',
-      '/v1/me', // the account's user and organizations
+      '/v1/fine_tuning/jobs',
+      '/v1/responses/resp_of-another-tenant', // stored responses (store defaults to true), by id
     ];
     const statuses: number[] = [];
     for (const path of paths) statuses.push((await request(g.app).get(path)).status);
