@@ -8,8 +8,16 @@ import http, { type IncomingHttpHeaders } from 'node:http';
 import zlib from 'node:zlib';
 import express, { type Express } from 'express';
 import request from 'supertest';
-import { keyFailover, keyPassthrough, KeyPool, MemoryKeyStateStore, type KeyFailoverMiddleware } from '../lib/index.js';
+import {
+  createFailoverFetch,
+  keyFailover,
+  keyPassthrough,
+  KeyPool,
+  MemoryKeyStateStore,
+  type KeyFailoverMiddleware,
+} from '../lib/index.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
+import { gate } from './support/client.js';
 import { byKey, json, ok, type Behaviour, type SeenRequest } from './support/mock-upstream.js';
 import { ANTHROPIC_ORG, ORG, anthropic, anthropicError, openai } from './support/provider-answers.js';
 
@@ -281,6 +289,57 @@ describe('the unrecognised-401 rule', () => {
   });
 });
 
+describe('a client that leaves marks no key', () => {
+  /** A failing answer whose head comes at once and whose body is slow: the client leaves while the gateway reads it. */
+  async function leaveWhileBodyIsRead(app: Express, status: number, body: string): Promise<void> {
+    const headSent = gate('the failing head at the upstream');
+    upstream.behaviour = (_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.write(body.slice(0, 20));
+      headSent.open();
+      setTimeout(() => res.end(body.slice(20)), 500);
+    };
+    const server = await listen(app);
+    const req = http.request(`${server.url}${CHAT}`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    req.on('error', () => {});
+    req.end(JSON.stringify({ ...chatBody, model: 'gpt-4o' }));
+    await headSent.promise;
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    req.destroy(); // the client leaves
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await server.close();
+  }
+
+  test('FINDING: leaving while an unrecognised 401 is read disables the key, with no second answer to confirm it', async () => {
+    const g = gateway(upstream.url);
+    await leaveWhileBodyIsRead(
+      g.app,
+      401,
+      JSON.stringify({ error: { message: 'not for this request', type: 'invalid_request_error', param: null, code: 'some_request_401' } }),
+    );
+    // Today: ['disabled', 'available', 'available']: the lost body reads as "no body", which marks at once.
+    expect(g.pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
+  });
+
+  test('FINDING: leaving while a "Request too large" 429 is read cools the key for the model (it reads as a plain rate limit)', async () => {
+    const g = gateway(upstream.url);
+    await leaveWhileBodyIsRead(
+      g.app,
+      429,
+      JSON.stringify({
+        error: {
+          message: `Request too large for gpt-4o in organization ${ORG} on tokens per min (TPM): Limit 30000, Requested 36055.`,
+          type: 'tokens',
+          param: null,
+          code: 'rate_limit_exceeded',
+        },
+      }),
+    );
+    // Today: key-0 cools for gpt-4o for defaultCooldownMs.
+    expect(statesFor(g.pool, 'gpt-4o')).toEqual(['available', 'available', 'available']);
+  });
+});
+
 describe('one request, many upstream calls', () => {
   test('FINDING: a request for a model that does not exist is sent once per key (a 20 MiB body is sent N times)', async () => {
     const g = gateway(upstream.url);
@@ -329,6 +388,29 @@ describe('keyPassthrough forwards what belongs to other tenants', () => {
     // Today: 200; the upstream got POST /v1/chat/completions/ with a 10 kB body, past the 1 kB limit.
     expect(upstream.seen.map((r) => r.url)).toEqual([]);
     expect(slash.status).not.toBe(200);
+  });
+});
+
+describe('createFailoverFetch', () => {
+  test('FINDING (hardening): the failover fetch puts a pool key on a request to any URL it is handed; there is no origin option', async () => {
+    const seen: (string | undefined)[] = [];
+    const elsewhere = http.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    const { port } = elsewhere.address() as { port: number };
+    const failoverFetch = createFailoverFetch(new KeyPool([...KEYS]));
+    try {
+      // An SDK client made with a baseURL from configuration a tenant can influence, or a tool that reuses this fetch.
+      await failoverFetch(`http://127.0.0.1:${port}/collect`, { method: 'POST', body: '{}' });
+    } finally {
+      await failoverFetch.close();
+      elsewhere.closeAllConnections();
+      await new Promise((resolve) => elsewhere.close(resolve));
+    }
+    // Today: the server at that URL received "Bearer sk-test-k0-...".
+    expect(seen).toEqual([]);
   });
 });
 

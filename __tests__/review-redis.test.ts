@@ -45,6 +45,9 @@ test("FINDING: an ioredis keyPrefix separates the store's keys but not its chann
   const stagingPool = new KeyPool({ keys: [...KEYS], store: stagingStore });
   const productionPool = new KeyPool({ keys: [...KEYS], store: productionStore });
   await Promise.all([stagingStore.ready(), productionStore.ready()]);
+  // ready() is the first resync; the subscription may come a moment later (it resyncs again then).
+  const subscribed = (store: RedisStateStore) => (store as unknown as { subscribed: boolean }).subscribed;
+  expect(await eventually(() => subscribed(stagingStore) && subscribed(productionStore))).toBe(true);
 
   stagingPool.markDisabled('key-0'); // staging's own business
   const inspector = new Redis(redis.url);
