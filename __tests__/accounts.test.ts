@@ -76,7 +76,7 @@ test('a pool key with its own organization and project sends them with that key 
 
 test('createFailoverFetch: the SDK of the gateway itself, configured with an organization, gets the pool key and its own account headers', async () => {
   const pool = new KeyPool({ keys: [{ key: K0, organization: 'org-pool-a' }], now: new FakeClock().now });
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   try {
     upstream.behaviour = organizationsOf({ [K0]: 'org-pool-a' });
     const client = new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, organization: ORG, fetch });

@@ -196,7 +196,7 @@ test('the preset pins api-version when given a query, over the client', async ()
 
 test('AzureOpenAI with createFailoverFetch and the azure preset: the pool key goes in api-key, the SDK key stays home', async () => {
   const pool = new KeyPool({ keys: [...KEYS], now: new FakeClock().now });
-  const fetch = createFailoverFetch(pool, { provider: openaiCompatible({ preset: 'azure' }) });
+  const fetch = createFailoverFetch(pool, { provider: openaiCompatible({ preset: 'azure' }), target: upstream.url });
   const client = new AzureOpenAI({ endpoint: upstream.url, deployment: 'gpt-4o-prod', apiVersion: API_VERSION, apiKey: 'unused', fetch });
   upstream.behaviour = byKey({ [K0]: azureAnswers.rateLimited() }, answer(completion()));
 

@@ -9,7 +9,7 @@ import http, { type IncomingHttpHeaders } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { CHAT, K0, K1, K2, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, type Behaviour } from './support/mock-upstream.js';
-import { anthropic, anthropicLimitHeaders, openai } from './support/provider-answers.js';
+import { anthropic, anthropicLimitHeaders, openai, openaiError } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 
@@ -138,23 +138,72 @@ describe('OpenAI: the request is at fault, not the key: no mark, next key, none 
     ['403 unsupported_country_region_territory', openai.unsupportedRegion(), 403],
     ['403 model not allowed for the project', openai.modelNotAllowed(), 403],
     ['404 model_not_found', openai.modelNotFound(), 404],
-  ])('%s from every key: each tried once, the last answer relayed, nothing marked, next request on k0', async (_name, answer, code) => {
+  ])(
+    '%s from two keys of one account: the second ends the walk, relayed, nothing marked, next request on k0',
+    async (_name, answer, code) => {
+      const g = gateway(upstream.url);
+      const marks: string[] = [];
+      for (const event of ['rateLimited', 'disabled'] as const) g.pool.on(event, () => marks.push(event));
+      upstream.behaviour = answer;
+
+      const res = await post(g.app);
+      expect(res.status).toBe(code);
+      expect(res.headers['x-request-id']).toMatch(/^req_/);
+      expect(upstream.keysSeen()).toEqual([K0, K1]); // a third key of the account would say it again, for the whole body
+      expect(res.body.error.message).toBeTruthy();
+      expect(g.pool.snapshot()).toEqual(g.pool.ids().map((id, i) => ({ id, hint: [K0, K1, K2][i]!.slice(-4), state: 'available' })));
+      expect(marks).toEqual([]);
+
+      upstream.behaviour = ok();
+      expect((await post(g.app)).status).toBe(200);
+      expect(upstream.keysSeen().at(-1)).toBe(K0);
+    },
+  );
+
+  test('answers that name two projects (or two organizations) are two accounts: the walk goes on to the third key', async () => {
     const g = gateway(upstream.url);
-    const marks: string[] = [];
-    for (const event of ['rateLimited', 'disabled'] as const) g.pool.on(event, () => marks.push(event));
-    upstream.behaviour = answer;
-
-    const res = await post(g.app);
-    expect(res.status).toBe(code);
-    expect(res.headers['x-request-id']).toMatch(/^req_/);
+    const noAccess = (project: string): Behaviour =>
+      openaiError(403, {
+        message: `Project \`${project}\` does not have access to model \`gpt-4o\``,
+        type: 'invalid_request_error',
+        code: 'model_not_found',
+      });
+    upstream.behaviour = byKey({ [K0]: noAccess('proj_Aa11Bb22Cc33'), [K1]: noAccess('proj_Dd44Ee55Ff66') }, ok({ by: 'k2' }));
+    expect((await post(g.app)).body).toEqual({ by: 'k2' });
     expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
-    expect(res.body.error.message).toBeTruthy();
-    expect(g.pool.snapshot()).toEqual(g.pool.ids().map((id, i) => ({ id, hint: [K0, K1, K2][i]!.slice(-4), state: 'available' })));
-    expect(marks).toEqual([]);
 
-    upstream.behaviour = ok();
-    expect((await post(g.app)).status).toBe(200);
-    expect(upstream.keysSeen().at(-1)).toBe(K0);
+    upstream.reset();
+    const tooLarge = (org: string): Behaviour =>
+      openaiError(
+        429,
+        {
+          message: `Request too large for gpt-4o in organization ${org} on tokens per min (TPM): Limit 30000, Requested 36055.`,
+          type: 'tokens',
+          code: 'rate_limit_exceeded',
+        },
+        { 'openai-organization': org },
+      );
+    upstream.behaviour = byKey({ [K0]: tooLarge('org-Aa11Bb22Cc33'), [K1]: tooLarge('org-Dd44Ee55Ff66') }, ok({ by: 'k2' }));
+    expect((await post(g.app)).body).toEqual({ by: 'k2' });
+    expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
+    expect(states(g)).toEqual(['available', 'available', 'available']);
+  });
+
+  test('keys configured with their own organization are two accounts, whatever the answers name', async () => {
+    const g = gateway(
+      upstream.url,
+      {},
+      {
+        keys: [
+          { key: K0, organization: 'org-Aa11Bb22Cc33' },
+          { key: K1, organization: 'org-Dd44Ee55Ff66' },
+          { key: K2, organization: 'org-Gg77Hh88Ii99' },
+        ],
+      },
+    );
+    upstream.behaviour = openai.modelNotFound();
+    expect((await post(g.app)).status).toBe(404);
+    expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
   });
 
   test('another key (another organization) may allow what one refused: k0 too large, k1 answers', async () => {
@@ -259,14 +308,14 @@ describe('Anthropic', () => {
   test.each<[string, Behaviour, number]>([
     ['403 permission_error', anthropic.permission(), 403],
     ['404 not_found_error for the model', anthropic.modelNotFound(), 404],
-  ])('%s from every key: the last answer relayed, nothing marked', async (_name, answer, code) => {
+  ])('%s from two keys of one organization: the second answer relayed, nothing marked', async (_name, answer, code) => {
     const g = anthropicGateway();
     upstream.behaviour = answer;
     const res = await postMessages(g.app);
     expect(res.status).toBe(code);
     expect(res.body.type).toBe('error');
     expect(res.headers['request-id']).toBe(res.body.request_id);
-    expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
+    expect(upstream.keysSeen()).toEqual([K0, K1]);
     expect(states(g)).toEqual(['available', 'available', 'available']);
   });
 
@@ -303,7 +352,7 @@ describe('reading failing bodies', () => {
     expect(res.status).toBe(401);
     expect(res.headers['content-encoding']).toBe('gzip');
     expect(res.body.equals(body)).toBe(true);
-    expect(upstream.keysSeen()).toEqual([K0, K1, K2]); // request_not_allowed: every key tried, none marked
+    expect(upstream.keysSeen()).toEqual([K0, K1]); // request_not_allowed, twice the same: the walk ends, none marked
     expect(states(g)).toEqual(['available', 'available', 'available']);
   });
 

@@ -99,7 +99,7 @@ async function allocateUntilMajorGc(): Promise<number> {
 
 function openaiClient(): { openai: OpenAI; pool: KeyPool } {
   const pool = new KeyPool([K0, K1]);
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   fetches.push(fetch);
   return { openai: new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, fetch }), pool };
 }
@@ -142,7 +142,7 @@ test('openai SDK: the same after ordinary allocation (V8 collecting on its own, 
 
 test('@anthropic-ai/sdk: after abort() the SDK yields no more chunks, and the upstream connection is cut', async () => {
   const pool = new KeyPool([K0, K1]);
-  const fetch = createFailoverFetch(pool, { provider: 'anthropic' });
+  const fetch = createFailoverFetch(pool, { provider: 'anthropic', target: upstream.url });
   fetches.push(fetch);
   const anthropic = new Anthropic({ apiKey: 'unused', baseURL: upstream.url, fetch });
   upstream.behaviour = generation('anthropic');
@@ -172,7 +172,7 @@ test('@anthropic-ai/sdk: after abort() the SDK yields no more chunks, and the up
 
 test('a Request input with its own signal: the abort reaches the upstream after a GC too', async () => {
   const pool = new KeyPool([K0]);
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   fetches.push(fetch);
   upstream.behaviour = generation('openai');
   const controller = new AbortController();

@@ -18,7 +18,7 @@ afterAll(async () => {
 function client(keys: string[] = [K0, K1, K2]): { openai: OpenAI; pool: KeyPool; clock: FakeClock } {
   const clock = new FakeClock();
   const pool = new KeyPool({ keys, now: clock.now });
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   fetches.push(fetch);
   // maxRetries stays at the SDK default on purpose: our answers must not make it retry what the pool already did.
   const openai = new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, fetch });
@@ -148,7 +148,7 @@ describe('an agentic loop: each upstream call walks the pool afresh', () => {
 
 test('an unreachable upstream rejects like fetch (the SDK reports a connection error), no key marked', async () => {
   const pool = new KeyPool([K0, K1]);
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   fetches.push(fetch);
   const openai = new OpenAI({ apiKey: 'unused', baseURL: 'http://127.0.0.1:9/v1', fetch, maxRetries: 0 });
   await expect(openai.models.list()).rejects.toBeInstanceOf(OpenAI.APIConnectionError);

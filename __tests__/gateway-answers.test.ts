@@ -191,7 +191,7 @@ describe('headers of every answer the gateway writes', () => {
 
 test("createFailoverFetch: the pool's own answers carry a request id and retry-after-ms too", async () => {
   const pool = new KeyPool({ keys: [K0, K1], now: () => 1_000_000 });
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   pool.markRateLimited('key-0', 2_500);
   pool.markRateLimited('key-1', 7_000);
   try {

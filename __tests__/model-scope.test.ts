@@ -60,23 +60,33 @@ describe('a rate limit is scoped to the model', () => {
     expect(upstream.keysSeen()).toEqual([K0, K1, K1, K0]);
   });
 
-  test('modelScope returning undefined cools the whole key, as for a request without a model', async () => {
+  test('modelScope returning undefined cools the whole key', async () => {
     const g = gateway(upstream.url, {}, { modelScope: () => undefined });
     upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o', { 'retry-after': '30' }) }, ok());
     await post(g.app, 'gpt-4o');
     expect(g.pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'cooling', cooldownUntil: g.clock.time + 30_000 });
   });
 
-  test('a request without a model (keyPassthrough GET /v1/models) that gets a 429 cools the whole key', async () => {
+  test('a request without a model (keyPassthrough GET /v1/models) that gets a 429 cools the key for its route, not the whole key', async () => {
     const clock = new FakeClock();
     const pool = new KeyPool({ keys: [K0, K1], now: clock.now });
     const { app, close } = passthroughApp(pool);
     upstream.behaviour = byKey({ [K0]: openai.rateLimitedNoCode({ 'retry-after': '12' }) }, ok({ object: 'list', data: [] }));
     const res = await request(app).get('/v1/models');
-    await close();
     expect(res.status).toBe(200);
     expect(upstream.keysSeen()).toEqual([K0, K1]);
-    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'cooling', cooldownUntil: clock.time + 12_000 });
+    expect(pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'available',
+      models: [{ model: '/v1/models', cooldownUntil: clock.time + 12_000 }],
+    });
+    upstream.reset();
+    upstream.behaviour = ok({ object: 'list', data: [] });
+    expect((await request(app).get('/v1/models')).status).toBe(200);
+    expect((await request(app).post('/v1/chat/completions').send(chatBody)).status).toBe(200);
+    expect(upstream.keysSeen()).toEqual([K1, K0]); // the same route skips key-0; a model call does not
+    await close();
   });
 
   test('pool.markRateLimited(id, ms, { model }) scopes a cooldown by hand; exhaustion(model) answers for that model', () => {
@@ -131,6 +141,18 @@ describe('the model is read only when needed, and cheaply', () => {
     expect(readModel(Buffer.from('{"model": "unterminated'))).toBeUndefined();
     expect(readModel(Buffer.from('{"messages": [1, 2'))).toBeUndefined();
     expect(readModel(Buffer.alloc(0))).toBeUndefined();
+    // As JSON.parse reads it: the last of duplicated keys wins, escaped key names are the names they decode to.
+    for (const text of [
+      '{"model": null, "model": "gpt-4o"}',
+      '{"model": "gpt-4o-mini", "mod\\u0065l": "gpt-4o"}',
+      '{"\\u006d\\u006f\\u0064\\u0065\\u006c": "gpt-4o", "messages": []}',
+      '{"model": "gpt-4o-mini", "messages": [], "model": "gpt-4o"}',
+    ]) {
+      expect(readModel(Buffer.from(text))).toBe((JSON.parse(text) as { model: string }).model);
+    }
+    expect(readModel(Buffer.from('{"model": "gpt-4o", "model": null}'))).toBeUndefined();
+    expect(readModel(Buffer.from('{"model": "gpt-4o", "models": "x", "mode": "y", "mod\\"el": "z"}'))).toBe('gpt-4o');
+    expect(readModel(Buffer.from('{"model": "gpt-4o", "messages": [1, 2'))).toBeUndefined(); // not JSON: the provider refuses it
     expect(readModel(null)).toBeUndefined();
   });
 

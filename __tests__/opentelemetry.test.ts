@@ -333,7 +333,7 @@ test('createFailoverFetch inside a traced handler: its attempts are children of 
   const pool = new KeyPool([K0, K1]);
   const tracing = poolTracing(pool, { tracer });
   tracings.push(tracing);
-  const fetch = createFailoverFetch(pool);
+  const fetch = createFailoverFetch(pool, { target: upstream.url });
   upstream.behaviour = byKey({ [K0]: status(429) }, ok());
 
   const parent = tracer.startSpan('agent step');

@@ -98,7 +98,7 @@ describe('methods', () => {
   });
 
   test('the methods the provider APIs use are forwarded with a pool key, in that order', async () => {
-    const { app: a } = app();
+    const { app: a } = app({ allow: '/' }); // the account's stored objects allowed
     const statuses: number[] = [];
     for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
       statuses.push((await raw(a, method, '/v1/files/file-abc')).status);
@@ -171,7 +171,7 @@ describe('paths', () => {
   });
 
   test('ordinary paths, percent-encoded characters and queries pass unchanged', async () => {
-    const { app: a } = app();
+    const { app: a } = app({ allow: '/' }); // the account's stored objects allowed: the paths are the point here
     for (const path of [
       '/v1/files/file-abc/content',
       '/v1/vector_stores/vs_1/files?limit=10&after=file%2F1',
@@ -287,6 +287,7 @@ describe('allow and deny', () => {
   test('deny with a function sees the decoded path and the request; a deny given replaces the default', async () => {
     const seenPaths: string[] = [];
     const { app: a } = app({
+      allow: '/', // and the stored objects of the account too
       deny: [
         '/v1/fine_tuning',
         (path, req) => {

@@ -47,7 +47,7 @@ test('keyPassthrough drops them', async () => {
 });
 
 test('createFailoverFetch drops them', async () => {
-  const failoverFetch = createFailoverFetch(new KeyPool([...KEYS]));
+  const failoverFetch = createFailoverFetch(new KeyPool([...KEYS]), { target: upstream.url });
   const res = await failoverFetch(`${upstream.url}/v1/models`, { headers: { ...OVERRIDES, 'x-kept': 'yes' } });
   await res.arrayBuffer();
   await failoverFetch.close();

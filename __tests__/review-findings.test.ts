@@ -1,8 +1,8 @@
 /**
- * Review findings: each test below named "FINDING: ..." fails today and shows
- * what a hostile tenant of a shared gateway (or a user following the README)
- * can do. The assertion states the behaviour the contract promises; the
- * comment above it says what happens instead.
+ * Review findings: each test below ("review (fixed): ...") is an attack a
+ * hostile tenant of a shared gateway (or a user following the README) could
+ * make before the fix. The assertion states the behaviour the contract
+ * promises; the comment above it says what happened before.
  */
 import http, { type IncomingHttpHeaders } from 'node:http';
 import zlib from 'node:zlib';
@@ -51,7 +51,7 @@ function fullGateway(passthroughOptions: Parameters<typeof keyPassthrough>[0] = 
 }
 
 describe('the model the gateway scopes a 429 by is not the model the upstream served', () => {
-  test('FINDING: {"model": null, "model": "gpt-4o"} turns one gpt-4o rate limit into a cooldown of every key for every model', async () => {
+  test('review (fixed): {"model": null, "model": "gpt-4o"} turns one gpt-4o rate limit into a cooldown of every key for every model', async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = modelLimited('gpt-4o'); // the hostile tenant's own traffic used gpt-4o up; gpt-4o-mini is fine
 
@@ -62,12 +62,12 @@ describe('the model the gateway scopes a 429 by is not the model the upstream se
 
     // Every other tenant, on a model that no key is limited on:
     const other = await request(g.app).post(CHAT).send(chatBody);
-    // Today: 429 from the pool, no upstream call: every key cools for every model for 60 s.
+    // Before the fix: 429 from the pool, no upstream call: every key cools for every model for 60 s.
     expect(g.pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
     expect(other.status).toBe(200);
   });
 
-  test('FINDING: {"model": "gpt-4o-mini", "model": "gpt-4o"} cools every key for gpt-4o-mini, the model the other tenants use', async () => {
+  test('review (fixed): {"model": "gpt-4o-mini", "model": "gpt-4o"} cools every key for gpt-4o-mini, the model the other tenants use', async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = modelLimited('gpt-4o');
     // The same with an escaped key name, which the byte scan does not see as "model": {"model":"gpt-4o-mini","mod\u0065l":"gpt-4o"}
@@ -75,12 +75,12 @@ describe('the model the gateway scopes a 429 by is not the model the upstream se
     expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
 
     const other = await request(g.app).post(CHAT).send(chatBody);
-    // Today: ['cooling', 'cooling', 'cooling'] for gpt-4o-mini, and the pool's 429.
+    // Before the fix: ['cooling', 'cooling', 'cooling'] for gpt-4o-mini, and the pool's 429.
     expect(statesFor(g.pool, 'gpt-4o-mini')).toEqual(['available', 'available', 'available']);
     expect(other.status).toBe(200);
   });
 
-  test('FINDING: made-up model names in a duplicated key fill the bounded scope store and push out the real gpt-4o cooldowns', async () => {
+  test('review (fixed): made-up model names in a duplicated key fill the bounded scope store and push out the real gpt-4o cooldowns', async () => {
     // A small bound so that the test is quick; with the default 10 000 it takes ceil(10 000 / keys) requests.
     const store = new MemoryKeyStateStore({ maxScopedStates: 30 });
     const g = gateway(upstream.url, {}, { store });
@@ -100,21 +100,23 @@ describe('the model the gateway scopes a 429 by is not the model the upstream se
     ).toBe(429);
     expect(upstream.seen.length).toBe(before); // answered by the pool, no upstream call: as designed
 
-    // Each hostile request costs one upstream call per key (no key cools for "junk-i") and leaves one scope per key.
-    for (let i = 0; i < 10; i++) await rawJson(g.app, CHAT, `{"model": "junk-${i}", "model": "gpt-4o", "messages": []}`);
-    expect(upstream.seen.length).toBe(before + 30);
+    // Read as the provider reads them, the hostile requests are for gpt-4o: answered by the pool, no scope added.
+    for (let i = 0; i < 10; i++) {
+      expect((await rawJson(g.app, CHAT, `{"model": "junk-${i}", "model": "gpt-4o", "messages": []}`)).status).toBe(429);
+    }
+    expect(upstream.seen.length).toBe(before);
 
     const seen = upstream.seen.length;
     await request(g.app)
       .post(CHAT)
       .send({ ...chatBody, model: 'gpt-4o' });
-    // Today: the honest gpt-4o request walks all three keys again (3 more 429s): the cooldowns it relied on were evicted.
+    // Before the fix: the honest gpt-4o request walks all three keys again (3 more 429s): the cooldowns it relied on were evicted.
     expect(upstream.seen.length).toBe(seen);
   });
 });
 
 describe('a rate limit is scoped to the model, but not to the endpoint', () => {
-  test('FINDING: Anthropic count_tokens (free, its own rate limit) answering 429 cools every key for Messages on that model', async () => {
+  test('review (fixed): Anthropic count_tokens (free, its own rate limit) answering 429 cools every key for Messages on that model', async () => {
     const g = gateway(upstream.url, { provider: 'anthropic' });
     // count_tokens has its own requests-per-minute limit, apart from message creation; a tenant can use it up for free.
     upstream.behaviour = (req, res) =>
@@ -126,11 +128,11 @@ describe('a rate limit is scoped to the model, but not to the endpoint', () => {
     expect(counted.status).toBe(429);
 
     const message = await request(g.app).post(MESSAGES).send(body);
-    // Today: 429 from the pool; every key cools for claude-sonnet-4-5 Messages, which no key is limited on.
+    // Before the fix: 429 from the pool; every key cools for claude-sonnet-4-5 Messages, which no key is limited on.
     expect(message.status).toBe(200);
   });
 
-  test('FINDING: keyPassthrough with a streamed body cools the whole key on a 429 for any model: 3 embedding requests lock chat out', async () => {
+  test('review (fixed): keyPassthrough with a streamed body cools the whole key on a 429 for any model: 3 embedding requests lock chat out', async () => {
     const g = fullGateway();
     // Embeddings (or images, moderations, audio: cheap models with small limits) are used up; chat is fine.
     upstream.behaviour = (req, res) =>
@@ -142,14 +144,14 @@ describe('a rate limit is scoped to the model, but not to the endpoint', () => {
     expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
 
     const chat = await request(g.app).post(CHAT).send(chatBody);
-    // Today: ['cooling', 'cooling', 'cooling'] key-wide, and chat (gpt-4o-mini) gets the pool's 429 for 60 s.
+    // Before the fix: ['cooling', 'cooling', 'cooling'] key-wide, and chat (gpt-4o-mini) gets the pool's 429 for 60 s.
     expect(statesFor(g.pool, 'gpt-4o-mini')).toEqual(['available', 'available', 'available']);
     expect(chat.status).toBe(200);
   });
 });
 
 describe("the client's Accept-Encoding decides whether the gateway can read a failing answer", () => {
-  test('FINDING: with Accept-Encoding: zstd, a "Request too large" 429 (marks nothing) is read as a rate limit and cools every key', async () => {
+  test('review (fixed): with Accept-Encoding: zstd, a "Request too large" 429 (marks nothing) is read as a rate limit and cools every key', async () => {
     const g = gateway(upstream.url);
     const tooLarge = JSON.stringify({
       error: {
@@ -172,14 +174,15 @@ describe("the client's Accept-Encoding decides whether the gateway can read a fa
     const server = await listen(g.app);
     const res = await rawPost(`${server.url}${CHAT}`, big, { 'accept-encoding': 'zstd' }).finally(() => server.close());
     expect(res.status).toBe(429);
-    expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
-    // Today: ['cooling', 'cooling', 'cooling'] for gpt-4o, for defaultCooldownMs (60 s): one oversized request, every key out.
+    // The second identical "too large" ends the walk (one organization: a third key would say the same).
+    expect(upstream.keysSeen()).toEqual([K0, K1]);
+    // Before the fix: ['cooling', 'cooling', 'cooling'] for gpt-4o, for defaultCooldownMs (60 s): one oversized request, every key out.
     expect(statesFor(g.pool, 'gpt-4o')).toEqual(['available', 'available', 'available']);
   });
 });
 
 describe('Anthropic has no "request too large" cause', () => {
-  test('FINDING: one Anthropic request larger than the input-tokens-per-minute limit cools every key for that model', async () => {
+  test('review (fixed): one Anthropic request larger than the input-tokens-per-minute limit cools every key for that model', async () => {
     const g = gateway(upstream.url, { provider: 'anthropic' });
     // Anthropic answers a request that alone exceeds the organization's ITPM (30 000 on tier 1) with the same 429
     // rate_limit_error as a used-up limit; its headers show the bucket full: the request, not the traffic, is the cause.
@@ -206,16 +209,16 @@ describe('Anthropic has no "request too large" cause', () => {
         .post(MESSAGES)
         .send({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content }] });
 
-    expect((await message('x'.repeat(160_000))).status).toBe(429); // ~40 000 tokens: refused by every key, billed nothing
-    expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
+    expect((await message('x'.repeat(160_000))).status).toBe(429); // ~40 000 tokens: refused, billed nothing
+    expect(upstream.keysSeen()).toEqual([K0, K1]); // the second identical answer about the request ends the walk
     const other = await message('hi');
-    // Today: 429 from the pool: every key cools 20 s for claude-sonnet-4-5, for every tenant.
+    // Before the fix: 429 from the pool: every key cools 20 s for claude-sonnet-4-5, for every tenant.
     expect(other.status).toBe(200);
   });
 });
 
 describe('the pool account reaches tenants through relayed bodies', () => {
-  test('FINDING: every key answering "Request too large" relays the organization id that relayAccountHeaders: false hides', async () => {
+  test('review (fixed): every key answering "Request too large" relays the organization id that relayAccountHeaders: false hides', async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = openai.tooLarge('gpt-4o');
     const res = await request(g.app)
@@ -223,22 +226,22 @@ describe('the pool account reaches tenants through relayed bodies', () => {
       .send({ ...chatBody, model: 'gpt-4o' });
     expect(res.status).toBe(429);
     expect(res.headers['openai-organization']).toBeUndefined(); // the header is dropped...
-    // ...but today the body says "Request too large for gpt-4o in organization org-7kQe2iT0mBxWc3a9 ...".
+    // ...and before the fix the body said "Request too large for gpt-4o in organization org-7kQe2iT0mBxWc3a9 ...".
     expect(JSON.stringify(res.body)).not.toContain(ORG);
   });
 
-  test("FINDING: a model the projects lack relays the last key's project id", async () => {
+  test("review (fixed): a model the projects lack relays the last key's project id", async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = openai.modelNotAllowed('gpt-4o');
     const res = await request(g.app)
       .post(CHAT)
       .send({ ...chatBody, model: 'gpt-4o' });
     expect(res.status).toBe(403);
-    // Today: "Project `proj_Vx7T2kq9ZcW3` does not have access to model `gpt-4o`".
+    // Before the fix: "Project `proj_Vx7T2kq9ZcW3` does not have access to model `gpt-4o`".
     expect(JSON.stringify(res.body)).not.toMatch(/proj_\w+/);
   });
 
-  test("FINDING: keyPassthrough relays Anthropic's 429 body, which names the pool's organization", async () => {
+  test("review (fixed): keyPassthrough relays Anthropic's 429 body, which names the pool's organization", async () => {
     const a = express();
     const passthrough = keyPassthrough({ target: upstream.url, provider: 'anthropic', pool: new KeyPool([...KEYS]), logger: false });
     opened.push(passthrough);
@@ -247,26 +250,31 @@ describe('the pool account reaches tenants through relayed bodies', () => {
     const batches = await request(a).post('/v1/messages/batches').send({ requests: [] });
     expect(batches.status).toBe(429);
     expect(batches.headers['anthropic-organization-id']).toBeUndefined();
-    // Today: "This request would exceed the rate limit for your organization (3f6c1b8e-...) of 50 requests per minute."
+    // Before the fix: "This request would exceed the rate limit for your organization (3f6c1b8e-...) of 50 requests per minute."
     expect(JSON.stringify(batches.body)).not.toContain(ANTHROPIC_ORG);
   });
 
-  test("FINDING: keyPassthrough relays OpenAI's invalid_api_key body to the tenant: the pool has a revoked key, and its masked value", async () => {
+  test("review (fixed): keyPassthrough relays OpenAI's invalid_api_key body to the tenant: the pool has a revoked key, and its masked value", async () => {
     const a = express();
-    const passthrough = keyPassthrough({ target: upstream.url, pool: new KeyPool([...KEYS]), logger: false });
+    const pool = new KeyPool([...KEYS]);
+    const passthrough = keyPassthrough({ target: upstream.url, pool, logger: false });
     opened.push(passthrough);
     a.use(passthrough);
     upstream.behaviour = openai.invalidKey(K0.slice(-4));
     const files = await request(a).post('/v1/files').field('purpose', 'batch').attach('file', Buffer.from('{}'), 'a.jsonl');
-    // The streamed upload goes once; key-0 is disabled (right) and its 401 relayed as is (a pool key's 401 is no answer for a client).
-    expect(files.status).toBe(401);
-    // Today: "Incorrect API key provided: sk-test-************************a0. ..."
+    // The streamed upload goes once; key-0 is disabled (right). A pool key's 401 is no answer for a client: the gateway's
+    // own 502 (key_refused), which the SDKs retry, and the retry goes with another key.
+    expect(files.status).toBe(502);
+    expect(files.body.error.code).toBe('key_refused');
+    expect(files.headers['x-should-retry']).toBeUndefined();
+    expect(pool.snapshot().map((k) => k.state)).toEqual(['disabled', 'available', 'available']);
+    // Before the fix: "Incorrect API key provided: sk-test-************************a0. ..."
     expect(JSON.stringify(files.body)).not.toContain('Incorrect API key provided');
   });
 });
 
 describe('the unrecognised-401 rule', () => {
-  test('FINDING: an unrecognised 401 whose body is lost (or over 1 MiB) disables the key at once, with no second key to confirm it', async () => {
+  test('review (fixed): an unrecognised 401 whose body is lost (or over 1 MiB) disables the key at once, with no second key to confirm it', async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = byKey(
       {
@@ -284,7 +292,7 @@ describe('the unrecognised-401 rule', () => {
     );
     const res = await request(g.app).post(CHAT).send(chatBody);
     expect(res.status).toBe(401);
-    // Today: ['disabled', 'available', 'available']: key-0 is out for everyone, though key-1 answered the same.
+    // Before the fix: ['disabled', 'available', 'available']: key-0 is out for everyone, though key-1 answered the same.
     expect(g.pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
   });
 });
@@ -310,18 +318,18 @@ describe('a client that leaves marks no key', () => {
     await server.close();
   }
 
-  test('FINDING: leaving while an unrecognised 401 is read disables the key, with no second answer to confirm it', async () => {
+  test('review (fixed): leaving while an unrecognised 401 is read disables the key, with no second answer to confirm it', async () => {
     const g = gateway(upstream.url);
     await leaveWhileBodyIsRead(
       g.app,
       401,
       JSON.stringify({ error: { message: 'not for this request', type: 'invalid_request_error', param: null, code: 'some_request_401' } }),
     );
-    // Today: ['disabled', 'available', 'available']: the lost body reads as "no body", which marks at once.
+    // Before the fix: ['disabled', 'available', 'available']: the lost body reads as "no body", which marks at once.
     expect(g.pool.snapshot().map((k) => k.state)).toEqual(['available', 'available', 'available']);
   });
 
-  test('FINDING: leaving while a "Request too large" 429 is read cools the key for the model (it reads as a plain rate limit)', async () => {
+  test('review (fixed): leaving while a "Request too large" 429 is read cools the key for the model (it reads as a plain rate limit)', async () => {
     const g = gateway(upstream.url);
     await leaveWhileBodyIsRead(
       g.app,
@@ -335,26 +343,26 @@ describe('a client that leaves marks no key', () => {
         },
       }),
     );
-    // Today: key-0 cools for gpt-4o for defaultCooldownMs.
+    // Before the fix: key-0 cools for gpt-4o for defaultCooldownMs.
     expect(statesFor(g.pool, 'gpt-4o')).toEqual(['available', 'available', 'available']);
   });
 });
 
 describe('one request, many upstream calls', () => {
-  test('FINDING: a request for a model that does not exist is sent once per key (a 20 MiB body is sent N times)', async () => {
+  test('review (fixed): a request for a model that does not exist is sent once per key (a 20 MiB body is sent N times)', async () => {
     const g = gateway(upstream.url);
     upstream.behaviour = openai.modelNotFound('no-such-model');
     const res = await request(g.app)
       .post(CHAT)
       .send({ model: 'no-such-model', messages: [{ role: 'user', content: 'x'.repeat(1_000_000) }] });
     expect(res.status).toBe(404);
-    // Today: 3 calls (N for an N-key pool, each with the whole body); the second identical answer says as much as the N-th.
+    // Before the fix: 3 calls (N for an N-key pool, each with the whole body); the second identical answer says as much as the N-th.
     expect(upstream.seen.length).toBeLessThanOrEqual(2);
   });
 });
 
 describe('keyPassthrough forwards what belongs to other tenants', () => {
-  test('FINDING: by default any tenant lists and reads every stored object of the shared account (files, stored completions, batches)', async () => {
+  test('review (fixed): by default any tenant lists and reads every stored object of the shared account (files, stored completions, batches)', async () => {
     const g = fullGateway();
     upstream.behaviour = ok({ object: 'list', data: [{ id: 'file-of-another-tenant' }] });
     const paths = [
@@ -368,11 +376,11 @@ describe('keyPassthrough forwards what belongs to other tenants', () => {
     ];
     const statuses: number[] = [];
     for (const path of paths) statuses.push((await request(g.app).get(path)).status);
-    // Today: all 200, each forwarded with a pool key; the README does not say that the default exposes them.
+    // Before the fix: all 200, each forwarded with a pool key; the README does not say that the default exposes them.
     expect(statuses).toEqual(paths.map(() => 403));
   });
 
-  test('FINDING: /v1/chat/completions/ (trailing slash) skips keyFailover: no maxBodyBytes, no per-model scope, no hold', async () => {
+  test('review (fixed): /v1/chat/completions/ (trailing slash) skips keyFailover: no maxBodyBytes, no per-model scope, no hold', async () => {
     const clock = new FakeClock();
     const app = express();
     const pool = new KeyPool({ keys: [...KEYS], now: clock.now });
@@ -385,14 +393,14 @@ describe('keyPassthrough forwards what belongs to other tenants', () => {
     const body = { ...chatBody, messages: [{ role: 'user', content: 'x'.repeat(10_000) }] };
     expect((await request(app).post(CHAT).send(body)).status).toBe(413);
     const slash = await request(app).post(`${CHAT}/`).send(body);
-    // Today: 200; the upstream got POST /v1/chat/completions/ with a 10 kB body, past the 1 kB limit.
+    // Before the fix: 200; the upstream got POST /v1/chat/completions/ with a 10 kB body, past the 1 kB limit.
     expect(upstream.seen.map((r) => r.url)).toEqual([]);
     expect(slash.status).not.toBe(200);
   });
 });
 
 describe('createFailoverFetch', () => {
-  test('FINDING (hardening): the failover fetch puts a pool key on a request to any URL it is handed; there is no origin option', async () => {
+  test('review (hardening, fixed): the failover fetch puts a pool key on a request to any URL it is handed; there is no origin option', async () => {
     const seen: (string | undefined)[] = [];
     const elsewhere = http.createServer((req, res) => {
       seen.push(req.headers.authorization);
@@ -403,13 +411,15 @@ describe('createFailoverFetch', () => {
     const failoverFetch = createFailoverFetch(new KeyPool([...KEYS]));
     try {
       // An SDK client made with a baseURL from configuration a tenant can influence, or a tool that reuses this fetch.
-      await failoverFetch(`http://127.0.0.1:${port}/collect`, { method: 'POST', body: '{}' });
+      await expect(failoverFetch(`http://127.0.0.1:${port}/collect`, { method: 'POST', body: '{}' })).rejects.toMatchObject({
+        code: 'ERR_EKF_TARGET_MISMATCH',
+      });
     } finally {
       await failoverFetch.close();
       elsewhere.closeAllConnections();
       await new Promise((resolve) => elsewhere.close(resolve));
     }
-    // Today: the server at that URL received "Bearer sk-test-k0-...".
+    // Before the fix: the server at that URL received "Bearer sk-test-k0-...".
     expect(seen).toEqual([]);
   });
 });

@@ -107,7 +107,7 @@ describe('the unrecognised-401 rule', () => {
   });
 });
 
-test('client credentials and account headers never reach the upstream with a pool key (OpenAI); x-api-key does (documented)', async () => {
+test('client credentials (x-api-key and api-key too) and account headers never reach the upstream with a pool key (OpenAI)', async () => {
   const g = gateway(upstream.url);
   upstream.behaviour = ok();
   await request(g.app)
@@ -116,6 +116,8 @@ test('client credentials and account headers never reach the upstream with a poo
     .set('openai-organization', 'org-client')
     .set('openai-project', 'proj_client')
     .set('x-api-key', 'gateway-token-2')
+    .set('api-key', 'gateway-token-3')
+    .set('proxy-authorization', 'Basic Zm9vOmJhcg==')
     .set('cookie', 'session=1')
     .set('x-http-method-override', 'DELETE')
     .send(chatBody);
@@ -127,5 +129,6 @@ test('client credentials and account headers never reach the upstream with a poo
     undefined,
     undefined,
   ]);
-  expect(headers['x-api-key']).toBe('gateway-token-2'); // a gateway that authenticates its users by x-api-key must delete it
+  // A gateway that authenticates its users by x-api-key (or Azure's api-key) does not hand their tokens to the provider.
+  expect([headers['x-api-key'], headers['api-key'], headers['proxy-authorization']]).toEqual([undefined, undefined, undefined]);
 });

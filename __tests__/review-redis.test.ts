@@ -1,5 +1,5 @@
 /**
- * Review findings for RedisStateStore ("FINDING: ..." fails today).
+ * Review findings for RedisStateStore ("review (fixed): ...": what happened before the fix is in the comments).
  */
 import { Redis } from 'ioredis';
 import { KeyPool } from '../lib/index.js';
@@ -33,7 +33,7 @@ const eventually = async (check: () => boolean, ms = 1500): Promise<boolean> => 
   return true;
 };
 
-test("FINDING: an ioredis keyPrefix separates the store's keys but not its channel: a disable in one app reaches another app's pool", async () => {
+test("review (fixed): an ioredis keyPrefix separates the store's keys but not its channel: a disable in one app reaches another app's pool", async () => {
   // Two deployments (say staging and production, or two teams) on one Redis, kept apart the ioredis way: a keyPrefix each.
   // Same key list, the default store prefix ('ekf:'), as the README's example writes it.
   const staging = new Redis(redis.url, { keyPrefix: 'staging:' });
@@ -52,7 +52,7 @@ test("FINDING: an ioredis keyPrefix separates the store's keys but not its chann
   stagingPool.markDisabled('key-0'); // staging's own business
   const inspector = new Redis(redis.url);
   clients.push(inspector);
-  // Today: production's pool shows key-0 disabled within milliseconds (the event comes on the shared channel
+  // Before the fix: production's pool shows key-0 disabled within milliseconds (the event comes on the shared channel
   // 'ekf:events'), until its next resync (30 s) reads its own keys and brings it back.
   const crossed = await eventually(() => productionPool.snapshot()[0]!.state === 'disabled');
   expect((await inspector.keys('staging:ekf:disabled:*')).length).toBe(1); // staging's Redis keys have it

@@ -154,7 +154,7 @@ test('nor in the answers of the passthrough guards, the SDK-facing headers, crea
 
   // createFailoverFetch: an invalid status, a corrupt compressed body, the pool's own answers.
   const pool = new KeyPool([...KEYS]);
-  const failoverFetch = createFailoverFetch(pool);
+  const failoverFetch = createFailoverFetch(pool, { target: upstream.url });
   upstream.behaviour = (_req, res) => {
     res.writeHead(600, { 'content-type': 'application/json' });
     res.write('{');

@@ -342,7 +342,7 @@ describe('createFailoverFetch holds too', () => {
   test('the openai SDK with createFailoverFetch: an insufficient_quota error event on k0 fails over to k1, event for event', async () => {
     const clock = new FakeClock();
     const pool = new KeyPool({ keys: [...KEYS], now: clock.now });
-    const fetch = createFailoverFetch(pool);
+    const fetch = createFailoverFetch(pool, { target: upstream.url });
     try {
       upstream.behaviour = byKey(
         { [K0]: failingStream(openingOf('responses').slice(0, 2), errorFrames.responsesQuota) },

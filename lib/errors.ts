@@ -13,6 +13,7 @@ export type ErrorKind =
   | 'rate_limited'
   | 'keys_disabled'
   | 'keys_out_of_quota'
+  | 'key_refused'
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'internal';
@@ -28,6 +29,7 @@ const STATUS: Record<ErrorKind, number> = {
   rate_limited: 429,
   keys_disabled: 502,
   keys_out_of_quota: 502,
+  key_refused: 502,
   upstream_unreachable: 502,
   upstream_timeout: 504,
   internal: 500,
@@ -45,6 +47,8 @@ export const MESSAGES: Record<ErrorKind, string> = {
   rate_limited: 'All configured keys are rate-limited; retry after the time in the Retry-After header.',
   keys_disabled: 'All configured keys failed authentication with the upstream.',
   keys_out_of_quota: "All configured keys are out of quota: the upstream account's credit or spend limit is used up.",
+  key_refused:
+    "The upstream refused the gateway's key for this request, which could be sent once only (its body was streamed); that key is out of the pool now, and a retry goes with another.",
   upstream_unreachable: 'The upstream API could not be reached.',
   upstream_timeout: 'The upstream API did not answer in time.',
   internal: 'The gateway failed while relaying the request.',

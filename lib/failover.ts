@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { ErrorKind } from './errors.js';
 import type { AttemptOutcome } from './pool/events.js';
 import type { KeyPool, MarkDetails, PoolKey } from './pool/key-pool.js';
+import type { RouteScope } from './pool/scopes.js';
 import type { KeyWalker, ModelSource } from './pool/walker.js';
 import { judge, judgeStreamFailure, relayOf, type FailoverPolicy, type Verdict } from './judge.js';
 import type { FailoverAction, FailureCause } from './providers/causes.js';
@@ -16,6 +17,8 @@ export interface WalkContext {
   requestId?: string | undefined;
   /** The request's model, read only when the pool needs it. */
   model?: ModelSource;
+  /** The request's route: its scope when the model cannot be read. */
+  route?: RouteScope | undefined;
   /** For a route that streams: how the opening of a 200 event stream is held and read. */
   stream?: StreamHold | undefined;
   /** Aborted when the client goes away: a hold it ends is no upstream failure. */
@@ -33,7 +36,8 @@ export type WalkOutcome =
 interface Unconfirmed {
   key: PoolKey;
   answered: Answered;
-  verdict: Verdict & { answer: { held: HeldResponse } };
+  /** Its answer, held, lost, or still streaming (paused until it is relayed or let go). */
+  verdict: Verdict;
 }
 
 /** The head of an answer: what a mark reads. */
@@ -52,11 +56,12 @@ export async function walkPool(
   send: (key: PoolKey) => Promise<UpstreamResponse>,
   context: WalkContext = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker(context.model);
+  const walker = pool.walker(context.model, context.route);
   const { requestId } = context;
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
+  let requestCaused: { signature: string | undefined; account: string | undefined } | undefined;
   let attempt = 0;
   for (let key = walker.next(); key !== undefined; key = walker.next()) {
     attempt++;
@@ -87,11 +92,19 @@ export async function walkPool(
       else verdict = judgeStreamFailure(policy, held.failure, response);
     }
     verdict ??= await judge(policy, response);
+    if (context.signal?.aborted) {
+      // The client left while the answer was read: what was read of it says nothing about the key.
+      release(verdict);
+      if (unconfirmed) release(unconfirmed.verdict);
+      if (observed)
+        attempted(pool, walker, { key, attempt, started, outcome: 'aborted', status: response.status, cause: undefined, requestId });
+      return { kind: 'aborted' };
+    }
     const status =
       verdict.inStream && verdict.answer !== undefined && 'held' in verdict.answer ? verdict.answer.held.status : response.status;
     const answered: Answered = { status, headers: response.headers };
-    const provisional =
-      verdict.cause === 'unauthorized' && verdict.action === 'disable' && verdict.answer !== undefined && 'held' in verdict.answer;
+    // An unrecognised 401 waits for a second key's answer, whether its body was read, lost or too large to hold.
+    const provisional = verdict.cause === 'unauthorized' && verdict.action === 'disable';
     if (observed) {
       const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
       attempted(pool, walker, { key, attempt, started, outcome, status, cause: verdict.cause, inStream: verdict.inStream, requestId });
@@ -99,16 +112,30 @@ export async function walkPool(
 
     if (unconfirmed) {
       // The same unrecognised answer from a second key: the request is at fault, not the keys. Neither is marked.
-      if (verdict.signature !== undefined && verdict.signature === unconfirmed.verdict.signature) return relayOf(verdict);
+      if (verdict.signature !== undefined && verdict.signature === unconfirmed.verdict.signature) {
+        release(unconfirmed.verdict);
+        return relayOf(verdict);
+      }
       mark(pool, walker, unconfirmed.key, unconfirmed.verdict, unconfirmed.answered, requestId);
+      release(unconfirmed.verdict);
       unconfirmed = undefined;
     }
     if (verdict.action === 'relay') return relayOf(verdict);
     if (provisional) {
-      unconfirmed = { key, answered, verdict: verdict as Unconfirmed['verdict'] };
+      unconfirmed = { key, answered, verdict };
       continue;
     }
     mark(pool, walker, key, verdict, answered, requestId);
+    if (verdict.action === 'skip' && isRequestCaused(verdict)) {
+      // A second key answering the same about the request (a model that does not exist, a request above the
+      // limit) ends the walk: a third would say it again, for the whole body sent once more. Unless the
+      // two answers came from two organizations, whose models and limits may differ.
+      const account = accountOf(key, verdict);
+      if (requestCaused !== undefined && requestCaused.signature === verdict.signature && sameAccount(requestCaused.account, account)) {
+        return relayOf(verdict);
+      }
+      requestCaused = { signature: verdict.signature, account };
+    }
     if (verdict.answer !== undefined && 'streaming' in verdict.answer) {
       if (verdict.action === 'skip') return { kind: 'relay', response: verdict.answer.streaming }; // too large to hold
       discard(verdict.answer.streaming); // a cooled or disabled key's answer: nobody reads it; free its connection
@@ -117,8 +144,32 @@ export async function walkPool(
     }
   }
   // An unrecognised 401 that no other key could confirm marks nothing: it is relayed, as the last word.
-  if (unconfirmed) return { kind: 'held', response: unconfirmed.verdict.answer.held };
+  if (unconfirmed) return relayOf(unconfirmed.verdict);
   return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId);
+}
+
+/** Frees the connection of a verdict's answer that will not be relayed. */
+function release(verdict: Verdict): void {
+  if (verdict.answer !== undefined && 'streaming' in verdict.answer) discard(verdict.answer.streaming);
+}
+
+function isRequestCaused(verdict: Verdict): boolean {
+  return verdict.cause === 'request_not_allowed' || verdict.cause === 'request_too_large';
+}
+
+/**
+ * The account a request-caused answer came from, as far as it is known: the key's own `organization`
+ * and `project`, and the ids the answer names. Undefined: nothing tells.
+ */
+function accountOf(key: PoolKey, verdict: Verdict): string | undefined {
+  const { organization, project } = key.account ?? {};
+  if (organization === undefined && project === undefined && verdict.account === undefined) return undefined;
+  return `${organization ?? ''} ${project ?? ''} ${verdict.account ?? ''}`;
+}
+
+/** Two answers from one account, as far as they tell: different only when both say whose they are, and not the same. */
+function sameAccount(a: string | undefined, b: string | undefined): boolean {
+  return a === undefined || b === undefined || a === b;
 }
 
 /** What a verdict does to the key: a cooldown (for the request's model when it is a rate limit) or a disable. */
@@ -156,7 +207,7 @@ export async function sendOnce(
   send: (key: PoolKey) => Promise<UpstreamResponse>,
   context: WalkContext & { onExhausted?: () => void } = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker(context.model);
+  const walker = pool.walker(context.model, context.route);
   const { requestId } = context;
   const key = walker.next();
   if (key === undefined) {
@@ -177,6 +228,12 @@ export async function sendOnce(
     return outcome;
   }
   const verdict = await judge(policy, response);
+  if (context.signal?.aborted) {
+    release(verdict);
+    if (observed)
+      attempted(pool, walker, { key, attempt: 1, started, outcome: 'aborted', status: response.status, cause: undefined, requestId });
+    return { kind: 'aborted' };
+  }
   // An unrecognised 401 marks nothing here: no second key can confirm it.
   const marks = verdict.cause !== 'unauthorized';
   if (observed) {
@@ -184,6 +241,11 @@ export async function sendOnce(
     attempted(pool, walker, { key, attempt: 1, started, outcome, status: response.status, cause: verdict.cause, requestId });
   }
   if (marks) mark(pool, walker, key, verdict, response, requestId);
+  if (marks && verdict.action === 'disable') {
+    // The pool key's own failure (revoked, out of money) is no answer for the client, and names the key: the gateway's error instead.
+    release(verdict);
+    return { kind: 'error', error: 'key_refused' };
+  }
   return relayOf(verdict);
 }
 

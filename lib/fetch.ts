@@ -7,15 +7,23 @@ import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import { addKeyHeaders } from './providers/provider.js';
 import { RouteStreams } from './providers/streams.js';
+import { routeScope } from './pool/scopes.js';
 import { readModel } from './request/model.js';
 import { withHead } from './upstream/stream-hold.js';
 import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
-import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
+import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS } from './upstream/request-headers.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
-export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'streamHoldMs'>;
+export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'streamHoldMs'> & {
+  /**
+   * The base URL a pool key may be sent to (its origin, and its path as a prefix); a call to any other
+   * URL is refused (rejects with ERR_EKF_TARGET_MISMATCH) before a key is used. Default: the provider's
+   * (`https://api.openai.com`, `https://api.anthropic.com`). Give your Azure endpoint, or your proxy's URL.
+   */
+  target?: string;
+};
 
 /** A `fetch` that walks the pool: what the official `openai` and `@anthropic-ai/sdk` clients accept as `fetch`. */
 export type FailoverFetch = ((input: string | URL | Request, init?: RequestInit) => Promise<Response>) & {
@@ -39,7 +47,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
   if (!isKeyPool(pool)) {
     throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
   }
-  const { provider, failover, timeoutMs, maxBodyBytes, streamHoldMs } = resolveOptions(WHERE, options, [
+  const { target, provider, failover, timeoutMs, maxBodyBytes, streamHoldMs } = resolveOptions(WHERE, options, [
+    'target',
     'provider',
     'failover',
     'timeoutMs',
@@ -47,7 +56,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'streamHoldMs',
   ]);
   const streams = new RouteStreams(provider.streams, streamHoldMs);
-  // One agent for any origin the caller names; our own timer bounds the wait for headers.
+  const basePath = target.pathname.replace(/\/+$/, '');
+  // One agent; our own timer bounds the wait for headers.
   const agent = new Agent({ headersTimeout: 0, bodyTimeout: timeoutMs });
   const drop = new Set([
     'host',
@@ -57,6 +67,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'keep-alive',
     'transfer-encoding',
     ...OVERRIDE_HEADERS,
+    ...CREDENTIAL_HEADERS,
     ...provider.clientAuthHeaders,
     // The SDK's own OpenAI-Organization / OpenAI-Project (OPENAI_ORG_ID) belong to its key, not the pool's.
     ...provider.accountHeaders,
@@ -70,6 +81,13 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
       throw new RangeError(`${WHERE}: the request body is ${body.length} bytes, over maxBodyBytes (${maxBodyBytes}).`);
     }
     const url = new URL(request.url);
+    if (url.origin !== target.origin || (basePath !== '' && url.pathname !== basePath && !url.pathname.startsWith(basePath + '/'))) {
+      // A baseURL from configuration a tenant can touch, or a tool reusing this fetch: no pool key leaves for another host.
+      throw new KeyFailoverError(
+        'ERR_EKF_TARGET_MISMATCH',
+        `${WHERE}: a call to ${url.origin}${url.pathname} is outside the target ${target.origin}${basePath}; no pool key is sent there. Give the SDK client a baseURL under the target, or set the target option.`,
+      );
+    }
     const headers: OutgoingHeaders = {};
     request.headers.forEach((value, name) => {
       if (!drop.has(name)) headers[name] = value;
@@ -90,7 +108,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
       });
     };
     const stream = request.method === 'POST' ? streams.for(url.pathname) : undefined;
-    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), stream: stream?.hold, signal });
+    const route = routeScope(url.pathname.slice(basePath.length) || '/');
+    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), route, stream: stream?.hold, signal });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
     return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };

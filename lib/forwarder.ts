@@ -3,17 +3,18 @@ import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from './errors.js';
 import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
-import { withoutAccountHeaders } from './gateway/account-headers.js';
+import { withoutAccountHeaders, withoutAccountIds } from './gateway/account-headers.js';
 import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
 import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
+import type { RouteScope } from './pool/scopes.js';
 import type { ModelSource } from './pool/walker.js';
 import { RouteStreams, type RouteStream } from './providers/streams.js';
 import { isPlainEventStream } from './upstream/stream-hold.js';
 import { HEADER_SAFE } from './pool/keys.js';
 import { addKeyHeaders } from './providers/provider.js';
-import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
+import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS, decodableAcceptEncoding } from './upstream/request-headers.js';
 import {
   hopByHop,
   relayResponse,
@@ -32,6 +33,7 @@ export type Caller = { clientKey: string } | { pool: KeyPool };
 /** What a walk may know of the request: its model (read lazily), and how its route's streams are held. */
 export interface Forwarding {
   model?: ModelSource;
+  route?: RouteScope | undefined;
   stream?: RouteStream | undefined;
 }
 
@@ -69,6 +71,7 @@ export class Forwarder {
       'expect',
       'cookie',
       ...OVERRIDE_HEADERS,
+      ...CREDENTIAL_HEADERS,
       ...options.provider.clientAuthHeaders,
     ]);
     this.dropWithPoolKey = new Set([...this.dropFromRequest, ...options.provider.accountHeaders]);
@@ -94,7 +97,7 @@ export class Forwarder {
    * `model` reads the request's model, for the pool's per-model cooldowns; `stream` holds the
    * opening of a 200 event stream (a route that streams).
    */
-  forward(caller: Caller, request: Outgoing, req: Request, { model, stream }: Forwarding = {}): Promise<WalkOutcome> {
+  forward(caller: Caller, request: Outgoing, req: Request, { model, route, stream }: Forwarding = {}): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
       // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
       return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
@@ -105,6 +108,7 @@ export class Forwarder {
     return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), {
       requestId: this.requestId(req),
       model,
+      route,
       stream: stream?.hold,
       signal: request.signal,
     });
@@ -154,7 +158,22 @@ export class Forwarder {
       const value = incoming[name];
       if (value !== undefined && !hop.has(name) && !drop.has(name)) out[name] = value;
     }
+    const accepted = out['accept-encoding'];
+    if (accepted !== undefined) out['accept-encoding'] = this.acceptEncoding(accepted);
     return out;
+  }
+
+  // Clients send a handful of Accept-Encoding values: each is worked out once.
+  private readonly acceptEncodings = new Map<string, string>();
+
+  private acceptEncoding(value: string | string[]): string {
+    if (Array.isArray(value)) return decodableAcceptEncoding(value);
+    let kept = this.acceptEncodings.get(value);
+    if (kept === undefined) {
+      kept = decodableAcceptEncoding(value);
+      if (this.acceptEncodings.size < 64) this.acceptEncodings.set(value, kept);
+    }
+    return kept;
   }
 
   /** The request's controller: aborted when the client goes away before its response is complete. */
@@ -183,8 +202,11 @@ export class Forwarder {
           if (error instanceof UpstreamFailure && !res.headersSent && !res.destroyed) this.fail(res, 'upstream_unreachable');
         });
       }
-      case 'held':
-        return sendHeldResponse(this.forClient(outcome.response), res);
+      case 'held': {
+        // The ids are read from the account headers too, before those go.
+        const held = this.options.relayAccountHeaders ? outcome.response : withoutAccountIds(outcome.response);
+        return sendHeldResponse(this.forClient(held), res);
+      }
       case 'error':
         return this.fail(res, outcome.error, { retryAfterMs: outcome.retryAfterMs });
       case 'aborted':

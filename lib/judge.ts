@@ -7,6 +7,8 @@
  */
 import {
   DEFAULT_CAUSE_ACTIONS,
+  errorObject,
+  stringField,
   type FailoverAction,
   type FailureAnswer,
   type FailureCause,
@@ -30,6 +32,12 @@ export interface Verdict {
   /** The answer, held in memory when its body was read, or still streaming. Undefined: its body was lost. */
   answer: { held: HeldResponse } | { streaming: UpstreamResponse } | undefined;
   signature: string | undefined;
+  /**
+   * For an answer about the request (request_not_allowed, request_too_large): the account it names
+   * (organization and project headers, the organization or project ids in its message), so that two
+   * such answers from different accounts are told apart. Undefined when it names none.
+   */
+  account?: string;
   /** The failure was an error frame inside a 200 stream, before its content. */
   inStream?: true;
 }
@@ -67,7 +75,28 @@ function verdictOf(policy: FailoverPolicy, failure: FailureAnswer, answer: Verdi
   const cause = policy.classifier.classify(failure);
   const action =
     (cause && policy.causes.get(cause)) ?? policy.statuses.get(failure.status) ?? (cause && DEFAULT_CAUSE_ACTIONS[cause]) ?? 'relay';
-  return { action, cause, answer, signature: policy.classifier.signature(failure) };
+  const verdict: Verdict = { action, cause, answer, signature: policy.classifier.signature(failure) };
+  if (cause === 'request_not_allowed' || cause === 'request_too_large') {
+    const account = accountNamed(failure);
+    if (account !== undefined) verdict.account = account;
+  }
+  return verdict;
+}
+
+const ACCOUNT_ANSWER_HEADERS = ['openai-organization', 'openai-project', 'anthropic-organization-id'];
+// "Project `proj_Vx7T...` does not have access to model", "Request too large for gpt-4o in organization org-7kQe...".
+const ACCOUNT_IDS = /\b(?:org-[A-Za-z0-9]{6,}|proj_[A-Za-z0-9]{6,})/g;
+
+/** The account ids an answer names in its headers and its message, or undefined. */
+function accountNamed({ headers, body }: FailureAnswer): string | undefined {
+  const ids: string[] = [];
+  for (const name of ACCOUNT_ANSWER_HEADERS) {
+    const value = headers[name];
+    if (typeof value === 'string' && value !== '') ids.push(value);
+  }
+  const message = stringField(errorObject(body), 'message');
+  if (message !== undefined) for (const id of message.match(ACCOUNT_IDS) ?? []) ids.push(id);
+  return ids.length === 0 ? undefined : [...new Set(ids)].sort().join(' ');
 }
 
 /** The walk's outcome for an answer to relay (or an error when its body was lost). */

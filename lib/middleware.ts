@@ -6,6 +6,7 @@ import { Forwarder, notFound, requestPath } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { matchRoute, type RouteMatch } from './providers/routes.js';
 import { readRequestBody } from './request-body.js';
+import type { RouteScope } from './pool/scopes.js';
 import { readModel } from './request/model.js';
 
 /**
@@ -25,6 +26,16 @@ export type KeyFailoverMiddleware = RequestHandler & {
 export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware {
   const forwarder = new Forwarder(resolveOptions('keyFailover()', options));
   const { provider, maxBodyBytes } = forwarder.options;
+  // Each route's scope for a request whose model cannot be read, and the bucket of a route with limits of its own.
+  const routeScopes = new Map<string, RouteScope>();
+  const routeScopeOf = (path: string): RouteScope => {
+    let scope = routeScopes.get(path);
+    if (scope === undefined) {
+      scope = { fallback: path, bucket: provider.routeBuckets?.get(path) };
+      if (routeScopes.size < 1000) routeScopes.set(path, scope); // the exact routes, and the first patterns' paths
+    }
+    return scope;
+  };
 
   /** Reads the body and walks the pool; its frame (the body, the headers) ends before the answer is relayed. */
   const walk = async (req: Request, res: Response, route: RouteMatch): Promise<WalkOutcome | undefined> => {
@@ -51,7 +62,7 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     // The upstream path is the matched route's, built from the route, never the request line's.
     const request = { method: 'POST', path: forwarder.upstreamPath(req, route.path), headers, body, ...forwarder.clientGone(res) };
     const model = route.model ?? (() => readModel(body)); // an Azure deployment is its own rate-limit unit
-    return forwarder.forward(caller, request, req, { model, stream: forwarder.streamFor(route.path) });
+    return forwarder.forward(caller, request, req, { model, route: routeScopeOf(route.path), stream: forwarder.streamFor(route.path) });
   };
 
   const handle = async (req: Request, res: Response, route: RouteMatch): Promise<void> => {

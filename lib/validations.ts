@@ -12,7 +12,8 @@ export type KeyFailoverErrorCode =
   | 'ERR_EKF_DUPLICATE_KEY'
   | 'ERR_EKF_UNKNOWN_KEY'
   | 'ERR_EKF_NO_POOL'
-  | 'ERR_EKF_BODY_CONSUMED';
+  | 'ERR_EKF_BODY_CONSUMED'
+  | 'ERR_EKF_TARGET_MISMATCH';
 
 export class KeyFailoverError extends Error {
   readonly code: KeyFailoverErrorCode;

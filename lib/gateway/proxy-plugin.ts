@@ -32,9 +32,14 @@ import { KeyFailoverError } from '../validations.js';
 import { PASSTHROUGH_METHODS } from './passthrough-methods.js';
 import { checkPassthroughPath } from './passthrough-path.js';
 import { checkPathRules, type PassthroughPathRule } from './path-rules.js';
+import { STORED_OBJECTS_MESSAGE, touchesStoredObjects } from './stored-objects.js';
+import { routeScope } from '../pool/scopes.js';
 
 export type KeyFailoverPluginOptions = Pick<KeyFailoverOptions, 'pool' | 'provider' | 'failover' | 'logger' | 'relayAccountHeaders'> & {
-  /** Only these paths (prefixes, or functions `(path, req) => boolean`) are proxied with a pool key. Default: every path not denied. */
+  /**
+   * Only these paths (prefixes, or functions `(path, req) => boolean`) are proxied with a pool key. Default: every path not
+   * denied, except the calls on the shared account's stored objects (as keyPassthrough's `allow`).
+   */
   allow?: PassthroughPathRule | readonly PassthroughPathRule[];
   /** These paths get a 403 (checked before `allow`). Default: the admin API (`/v1/organization`, `/v1/organizations`). */
   deny?: PassthroughPathRule | readonly PassthroughPathRule[];
@@ -87,6 +92,7 @@ const REFUSED: Readonly<Record<string, string>> = {
 export function keyFailoverPlugin(options?: KeyFailoverPluginOptions): KeyFailoverPlugin {
   const resolved = resolveOptions(WHERE, options, KNOWN);
   const rules = checkPathRules(WHERE, options ?? {});
+  const guardStoredObjects = options?.allow === undefined;
   const { provider, failover: policy } = resolved;
   // Answers and the gateway's own errors are written as keyPassthrough writes them (its upstream connections stay unused).
   const forwarder = new Forwarder(resolved);
@@ -109,8 +115,9 @@ export function keyFailoverPlugin(options?: KeyFailoverPluginOptions): KeyFailov
     proxyServer.on('econnreset', (_error: Error, req: IncomingMessage) => links.get(req)?.aborted());
 
     const handle = async (req: IncomingMessage, res: ServerResponse, opts: ProxyOptionsLike): Promise<void> => {
-      const kind = refusal(req, opts);
-      if (kind !== undefined) return fail(res, kind);
+      const checked = check(req, opts);
+      if ('refused' in checked)
+        return forwarder.fail(res as Response, checked.refused, checked.message === undefined ? {} : { message: checked.message });
       const pool = resolved.pool ?? ((req as Partial<Request>).app?.locals?.['keyPool'] as unknown);
       if (!isKeyPool(pool)) {
         forwarder.warn('ERR_EKF_NO_POOL', `${MESSAGES.no_pool} Requests through the proxy get a 500 until then.`);
@@ -135,7 +142,8 @@ export function keyFailoverPlugin(options?: KeyFailoverPluginOptions): KeyFailov
           .catch((error: unknown) => link.failed(error));
         return answer;
       };
-      const context = { requestId: forwarder.requestId(req as Request) };
+      // A 429 cools the key for this resource (`/v1/embeddings`): the model of a proxied body is not read.
+      const context = { requestId: forwarder.requestId(req as Request), route: routeScope(checked.routed), signal: link.signal };
       const outcome = hasBody(req)
         ? await sendOnce(pool, policy, send, { ...context, onExhausted: () => req.resume() })
         : await walkPool(pool, policy, send, context);
@@ -143,17 +151,24 @@ export function keyFailoverPlugin(options?: KeyFailoverPluginOptions): KeyFailov
       await write(outcome, res);
     };
 
-    /** The request is refused before any key is used: a method the APIs lack, a path that could be routed elsewhere, a denied path. */
-    const refusal = (req: IncomingMessage, opts: ProxyOptionsLike): ErrorKind | undefined => {
-      if (!PASSTHROUGH_METHODS.has(req.method ?? '')) return 'method_not_allowed';
+    /**
+     * The path as the upstream routes it, or why the request is refused before any key is used: a method
+     * the APIs lack, a path that could be routed elsewhere, a denied path, the account's stored objects.
+     */
+    const check = (req: IncomingMessage, opts: ProxyOptionsLike): { routed: string } | { refused: ErrorKind; message?: string } => {
+      if (!PASSTHROUGH_METHODS.has(req.method ?? '')) return { refused: 'method_not_allowed' };
       const target = targetURL(opts.target);
-      if (target === undefined) return 'internal';
+      if (target === undefined) return { refused: 'internal' };
       const url = req.url ?? '/';
       const q = url.indexOf('?');
       const path = q === -1 ? url : url.slice(0, q);
       const checked = checkPassthroughPath(path.startsWith('/') ? path : `/${path}`, target, target.pathname.replace(/\/+$/, ''));
-      if (!checked.ok) return 'invalid_path';
-      return rules.permits(checked.routed, req as Request) ? undefined : 'path_not_allowed';
+      if (!checked.ok) return { refused: 'invalid_path' };
+      if (!rules.permits(checked.routed, req as Request)) return { refused: 'path_not_allowed' };
+      if (guardStoredObjects && touchesStoredObjects(checked.routed, req.method ?? '')) {
+        return { refused: 'path_not_allowed', message: STORED_OBJECTS_MESSAGE };
+      }
+      return { routed: checked.routed };
     };
 
     /** The pool key's headers for one attempt, over the proxy's own `headers` (a static key there is left out). */
@@ -194,6 +209,9 @@ export function keyFailoverPlugin(options?: KeyFailoverPluginOptions): KeyFailov
 class AttemptLink {
   private pending: { resolve: (response: UpstreamResponse) => void; reject: (error: UpstreamFailure) => void } | undefined;
   private gone = false;
+  private readonly controller = new AbortController();
+  /** Aborted when the client goes away: an answer read after that marks no key. */
+  readonly signal = this.controller.signal;
 
   next(): Promise<UpstreamResponse> {
     if (this.gone) return Promise.reject(new UpstreamFailure('aborted'));
@@ -210,6 +228,7 @@ class AttemptLink {
 
   aborted(): void {
     this.gone = true;
+    this.controller.abort();
     this.take()?.reject(new UpstreamFailure('aborted'));
   }
 

@@ -12,7 +12,7 @@ import {
 } from './pool-options.js';
 import type { KeyPoolEvents } from './events.js';
 import { buildKeys, PoolKey, type KeyInput } from './keys.js';
-import { ModelScopes, type ModelScopeFunction } from './scopes.js';
+import { ModelScopes, type ModelScopeFunction, type RouteScope } from './scopes.js';
 
 export type { KeyPoolOptions };
 import { MemoryKeyStateStore, type DisabledReason, type KeyState, type KeyStateStore } from './store.js';
@@ -105,9 +105,10 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   /**
    * A fresh walker for one upstream call. Never share one between requests.
    * `model` (the request's model, or a function that reads it when needed) lets the walk pass over
-   * keys that are cooling for that model only.
+   * keys that are cooling for that model only; `route` scopes a request whose model cannot be read
+   * (and qualifies the model of a route with limits of its own).
    */
-  walker(model?: ModelSource): KeyWalker {
+  walker(model?: ModelSource, route?: RouteScope): KeyWalker {
     const { keys } = this;
     let start = 0;
     if (this.strategy === 'round-robin') {
@@ -116,7 +117,7 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     } else if (this.strategy === 'weighted') {
       start = weightedIndex(this.weights, this.random());
     }
-    return new KeyWalker(this, keys, start, model);
+    return new KeyWalker(this, keys, start, model, route);
   }
 
   /** @internal Whether any key may be cooling for a single model scope: only then is a request's model read. */

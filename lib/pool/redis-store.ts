@@ -118,7 +118,6 @@ export class RedisStateStore implements KeyStateStore {
     this.maxScoped = checkPositiveInteger(WHERE, 'maxScopedStates', options.maxScopedStates ?? DEFAULT_MAX_SCOPED_STATES);
     this.view = new MemoryKeyStateStore({ maxScopedStates: this.maxScoped });
     this.view.useClock(() => this.now());
-    this.channel = `${this.prefix}events`;
     this.synced = new Promise((resolve) => (this.markSynced = resolve));
 
     // Fail fast rather than queue: a command while disconnected is rejected at once, and retried by the replay.
@@ -133,6 +132,8 @@ export class RedisStateStore implements KeyStateStore {
     };
     this.ownsClient = client === undefined;
     this.client = client ?? new Redis(url!, failFast);
+    // Channels are not keys: ioredis does not prefix them, so the client's keyPrefix goes in by hand, as it does for the scripts.
+    this.channel = `${this.client.options.keyPrefix ?? ''}${this.prefix}events`;
     // We subscribe ourselves on each 'ready', and then resync, so that no event falls between the two.
     this.subscriber = this.client.duplicate({ autoResubscribe: false, lazyConnect: false });
     if (typeof (this.client as unknown as Partial<Scripts>).ekfKeyStateWrite !== 'function') {

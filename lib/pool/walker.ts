@@ -1,4 +1,5 @@
 import type { PoolKey } from './keys.js';
+import type { RouteScope } from './scopes.js';
 
 /** How each walk picks its first key. */
 export type Strategy = 'ordered' | 'round-robin' | 'weighted';
@@ -13,7 +14,7 @@ export interface WalkerSource {
   /** @internal whether any key may be cooling for one model scope only */
   hasScopedStates(): boolean;
   /** @internal the scope a model's rate limits live in */
-  readonly scopes: { of(model: string | undefined): string | undefined };
+  readonly scopes: { of(model: string | undefined, route?: RouteScope): string | undefined };
   /** @internal how many keys at the head are known to be unavailable for `scope` */
   knownHead(scope: string | undefined): number;
   /** @internal keys [0, end) were all unavailable for `scope`, and stay so until `until` unless the store changes. */
@@ -37,13 +38,14 @@ export class KeyWalker {
     private readonly keys: readonly PoolKey[],
     private readonly start: number,
     private readonly model?: ModelSource,
+    private readonly route?: RouteScope,
   ) {}
 
-  /** The request's model scope, read once, and only when some key cools for a single scope. */
+  /** The request's scope (its model's, else its route's), read once, and only when some key cools for a single scope. */
   scope(): string | undefined {
     if (this.scopeRead === UNREAD) {
       const { model } = this;
-      this.scopeRead = this.source.scopes.of(typeof model === 'function' ? model() : model);
+      this.scopeRead = this.source.scopes.of(typeof model === 'function' ? model() : model, this.route);
     }
     return this.scopeRead;
   }

@@ -18,13 +18,20 @@ const INVALID_KEY_ERROR_CODES = new Set(['organization_on_hold', 'claude_code_ke
 // 400 invalid_request_error when a spend limit you set is reached, or the prepaid credit is gone.
 const USAGE_LIMITS = /^you have reached your specified (workspace )?api usage limits/i;
 const CREDIT_TOO_LOW = /credit balance is too low/i;
+// The buckets a 429 names in its headers; "(rounded to the nearest thousand)" for tokens, so 0 is "empty".
+const REMAINING_HEADERS = [
+  'anthropic-ratelimit-requests-remaining',
+  'anthropic-ratelimit-tokens-remaining',
+  'anthropic-ratelimit-input-tokens-remaining',
+  'anthropic-ratelimit-output-tokens-remaining',
+];
 // 404 not_found_error for a model the key cannot see: "model: claude-...".
 const MODEL_NOT_FOUND = /^model:/i;
 
 export const anthropicFailures: FailureClassifier = {
   statuses: new Set([400, 401, 402, 403, 404, 429, 503, 529]),
 
-  classify({ status, body }: FailureAnswer): FailureCause | undefined {
+  classify({ status, headers, body }: FailureAnswer): FailureCause | undefined {
     const error = errorObject(body);
     const type = stringField(error, 'type');
     const message = stringField(error, 'message') ?? '';
@@ -44,7 +51,9 @@ export const anthropicFailures: FailureClassifier = {
       case 404:
         return MODEL_NOT_FOUND.test(message) ? 'request_not_allowed' : undefined;
       case 429:
-        return 'rate_limited'; // rate_limit_error, ramp_limit_exceeded
+        // rate_limit_error for a used-up limit, and for a request that alone is above one (the same
+        // body): the headers tell them apart. A ramp (acceleration) limit names itself in details.error_code.
+        return errorCode === undefined && bucketsLeft(headers) ? 'request_too_large' : 'rate_limited';
       case 503:
       case 529:
         return 'overloaded';
@@ -62,4 +71,22 @@ export const anthropicFailures: FailureClassifier = {
 function detailsCode(error: Record<string, unknown> | undefined): string | undefined {
   const details = error?.['details'];
   return isObject(details) ? stringField(details, 'error_code') : undefined;
+}
+
+/**
+ * Whether the 429's headers show something left in every bucket they name: no limit is used up,
+ * so the request alone is larger than what is left (Anthropic answers "This request would exceed
+ * your organization's rate limit of 30,000 input tokens per minute" both ways). Without those
+ * headers, a plain rate limit.
+ */
+function bucketsLeft(headers: FailureAnswer['headers']): boolean {
+  let named = false;
+  for (const name of REMAINING_HEADERS) {
+    const value = headers[name];
+    if (typeof value !== 'string') continue;
+    const remaining = Number(value.trim());
+    if (value.trim() === '' || !Number.isFinite(remaining) || remaining <= 0) return false;
+    named = true;
+  }
+  return named;
 }

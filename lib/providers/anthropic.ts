@@ -15,6 +15,7 @@ const TYPES: Record<ErrorKind, string> = {
   rate_limited: 'rate_limit_error',
   keys_disabled: 'api_error',
   keys_out_of_quota: 'billing_error',
+  key_refused: 'api_error',
   upstream_unreachable: 'api_error',
   upstream_timeout: 'timeout_error',
   internal: 'api_error',
@@ -28,6 +29,8 @@ const TYPES: Record<ErrorKind, string> = {
 export const anthropic: Provider = {
   name: 'anthropic',
   routes: new Set(['/v1/messages', '/v1/messages/count_tokens']),
+  // Token counting has its own requests-per-minute limit, apart from message creation.
+  routeBuckets: new Map([['/v1/messages/count_tokens', 'count_tokens']]),
   clientAuthHeaders: ['authorization', 'x-api-key'],
   authHeader: (key) => ['x-api-key', key],
   // x-api-key first; @anthropic-ai/sdk 1.x sends its key as a bearer token.

@@ -19,6 +19,7 @@ const TYPES: Record<ErrorKind, { type: string; code: string }> = {
   rate_limited: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   keys_disabled: { type: 'upstream_error', code: 'all_keys_unauthorized' },
   keys_out_of_quota: { type: 'insufficient_quota', code: 'all_keys_out_of_quota' },
+  key_refused: { type: 'upstream_error', code: 'key_refused' },
   upstream_unreachable: { type: 'upstream_error', code: 'upstream_unreachable' },
   upstream_timeout: { type: 'upstream_error', code: 'upstream_timeout' },
   internal: { type: 'server_error', code: 'internal_error' },

@@ -12,6 +12,11 @@ export interface Provider {
   readonly routes: ReadonlySet<string>;
   /** Routes with path parameters (`/openai/deployments/:deployment/chat/completions`), tried when no exact route matched. */
   readonly routePatterns?: readonly RoutePattern[];
+  /**
+   * Routes with rate limits of their own, apart from the model's other routes (Anthropic's
+   * `/v1/messages/count_tokens`), by a name for that bucket: their 429 cools the key for the model on that route only.
+   */
+  readonly routeBuckets?: ReadonlyMap<string, string>;
   /** Request headers that carry a client credential; never sent upstream (the key header replaces them). */
   readonly clientAuthHeaders: readonly string[];
   /** The header name and value that carry `key` upstream. */

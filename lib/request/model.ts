@@ -3,7 +3,8 @@
  * of the top-level object that skips every other value (messages, tools,
  * images) byte by byte, allocating nothing but the model string. It runs
  * only when the pool needs the model (some key cools for one model, or a
- * 429 is being marked), and at most once per request.
+ * 429 is being marked), and at most once per request. The whole top-level
+ * object is scanned, as a parser would read it: the last `"model"` counts.
  */
 
 const QUOTE = 0x22;
@@ -16,27 +17,54 @@ const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const MODEL = Buffer.from('model');
 
-/** The top-level `"model"` string of a JSON object body; undefined when there is none or the body is not such JSON. */
+/**
+ * The top-level `"model"` string of a JSON object body; undefined when there is none, when it is not a
+ * string, or when the body is not such JSON. Read as the provider's JSON parser reads it: the last of
+ * duplicated keys wins, and an escaped key name (`"mod\u0065l"`) is the name it decodes to.
+ */
 export function readModel(body: Buffer | null | undefined): string | undefined {
   if (!body || body.length === 0) return undefined;
-  let i = skipSpace(body, 0);
-  if (body[i] !== OPEN_BRACE) return undefined;
+  const at = fieldValue(body, 0, MODEL);
+  return at >= 0 && body[at] === QUOTE ? readString(body, at) : undefined;
+}
+
+/**
+ * Index of the value of field `name` in the object that opens at `start` (the last one, when the name is
+ * there more than once), or -1 when it is not there or the object is not JSON up to its closing brace.
+ */
+function fieldValue(body: Buffer, start: number, name: Buffer): number {
+  let i = skipSpace(body, start);
+  if (body[i] !== OPEN_BRACE) return -1;
   i = skipSpace(body, i + 1);
+  if (body[i] === CLOSE_BRACE) return -1;
+  let found = -1;
   while (i < body.length && body[i] === QUOTE) {
     const keyEnd = stringEnd(body, i);
-    if (keyEnd < 0) return undefined;
-    const isModel = keyEnd - i - 1 === MODEL.length && body.compare(MODEL, 0, MODEL.length, i + 1, keyEnd) === 0;
+    if (keyEnd < 0) return -1;
+    const named = isName(body, i, keyEnd, name);
     i = skipSpace(body, keyEnd + 1);
-    if (body[i] !== COLON) return undefined;
+    if (body[i] !== COLON) return -1;
     i = skipSpace(body, i + 1);
-    if (isModel) return body[i] === QUOTE ? readString(body, i) : undefined;
+    if (named) found = i;
     i = skipValue(body, i);
-    if (i < 0) return undefined;
+    if (i < 0) return -1;
     i = skipSpace(body, i);
-    if (body[i] !== COMMA) return undefined; // '}' (no model) or not JSON
+    if (body[i] === CLOSE_BRACE) return found;
+    if (body[i] !== COMMA) return -1; // not JSON
     i = skipSpace(body, i + 1);
   }
-  return undefined;
+  return -1;
+}
+
+/** Whether the key string between the quotes at `start` and `end` is `name`, escapes decoded. */
+function isName(body: Buffer, start: number, end: number, name: Buffer): boolean {
+  const length = end - start - 1;
+  if (length === name.length && body.compare(name, 0, name.length, start + 1, end) === 0) return true;
+  // An escaped name is longer than the name it stands for (at most 6 bytes a character); a plain one of another length is another name.
+  if (length <= name.length || length > name.length * 6) return false;
+  const backslash = body.indexOf(BACKSLASH, start + 1);
+  if (backslash < 0 || backslash >= end) return false;
+  return readString(body, start) === name.toString('latin1');
 }
 
 function skipSpace(body: Buffer, i: number): number {

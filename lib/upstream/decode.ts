@@ -23,7 +23,14 @@ const DECODERS: Readonly<Record<string, Decoder>> = {
   'x-gzip': () => zlib.createGunzip(ZLIB),
   deflate: () => new DeflateDecoder(),
   br: () => zlib.createBrotliDecompress(BROTLI),
+  ...zstdDecoder(),
 };
+
+/** zstd, where this Node has it (22.15 and later). */
+function zstdDecoder(): Record<string, Decoder> {
+  const create = (zlib as { createZstdDecompress?: (options?: object) => Transform }).createZstdDecompress;
+  return create === undefined ? {} : { zstd: () => create() };
+}
 
 export function decodeBody(headers: ResponseHeaders, body: Readable): { headers: ResponseHeaders; body: Readable } {
   const decoders = decodersFor(headers['content-encoding']);

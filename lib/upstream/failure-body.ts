@@ -7,6 +7,9 @@ import zlib from 'node:zlib';
 import { holdResponse, type HeldResponse, type UpstreamResponse } from './relay.js';
 import type { HeaderValue } from './rate-limit-headers.js';
 
+// Node 22.15 and later; the gateway asks for zstd upstream only where it can undo it.
+const zstdDecompressSync = (zlib as { zstdDecompressSync?: (body: Buffer, options: zlib.ZlibOptions) => Buffer }).zstdDecompressSync;
+
 /** A failing answer is held up to this size; a larger one is relayed as it streams, and told apart by its status only. */
 export const HELD_ANSWER_LIMIT = 1024 * 1024;
 /** Error bodies are small: past this (decoded), the body is not parsed. */
@@ -37,13 +40,18 @@ export function parseJson(body: Buffer, encoding: HeaderValue): unknown {
   }
 }
 
-function decode(body: Buffer, encoding: string): Buffer | undefined {
-  const options = { maxOutputLength: PARSED_LIMIT };
+/** A held body without its content coding (undefined: a coding it cannot undo, or over `limit` decoded). */
+export function decodeHeld(body: Buffer, encoding: HeaderValue, limit = HELD_ANSWER_LIMIT): Buffer | undefined {
+  return decode(body, typeof encoding === 'string' ? encoding.trim().toLowerCase() : 'identity', limit);
+}
+
+function decode(body: Buffer, encoding: string, limit = PARSED_LIMIT): Buffer | undefined {
+  const options = { maxOutputLength: limit };
   try {
     switch (encoding) {
       case '':
       case 'identity':
-        return body.length > PARSED_LIMIT ? undefined : body;
+        return body.length > limit ? undefined : body;
       case 'gzip':
       case 'x-gzip':
         return zlib.gunzipSync(body, options);
@@ -51,8 +59,10 @@ function decode(body: Buffer, encoding: string): Buffer | undefined {
         return zlib.inflateSync(body, options);
       case 'br':
         return zlib.brotliDecompressSync(body, options);
+      case 'zstd':
+        return zstdDecompressSync === undefined ? undefined : zstdDecompressSync(body, options);
       default:
-        return undefined; // zstd, or several codings in a row: not worth it for telling a cause
+        return undefined; // several codings in a row: not worth it for telling a cause
     }
   } catch {
     return undefined; // corrupt, or larger than PARSED_LIMIT once decoded
