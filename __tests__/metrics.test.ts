@@ -245,6 +245,10 @@ test('prefix and the global register; metric names are the documented ones', asy
       '# TYPE gateway_key_transitions_total counter',
       '# TYPE gateway_exhaustions_total counter',
       '# TYPE gateway_upstream_latency_seconds histogram',
+      '# TYPE gateway_key_group gauge',
+      '# TYPE gateway_remaining_skips_total counter',
+      '# TYPE gateway_probes_total counter',
+      '# TYPE gateway_affinity_total counter',
     ]);
   } finally {
     metrics.stop();

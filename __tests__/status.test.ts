@@ -5,7 +5,7 @@ import { KeyPool, poolStatus } from '../lib/index.js';
 import { renderStatusPage } from '../lib/status-page.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
 import { byKey, ok } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8';
 const hint = (key: string) => key.slice(-4);
@@ -43,8 +43,14 @@ describe('JSON', () => {
       strategy: 'ordered',
       counts: { available: 2, cooling: 0, disabled: 1 },
       keys: [
-        { id: 'key-0', hint: hint(K0), state: 'available', models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 30_000 }] },
-        { id: 'key-1', hint: hint(K1), state: 'disabled', disabledReason: 'auth' },
+        {
+          id: 'key-0',
+          hint: hint(K0),
+          state: 'available',
+          models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 30_000 }],
+          group: organizationOf(K0),
+        },
+        { id: 'key-1', hint: hint(K1), state: 'disabled', disabledReason: 'auth', group: organizationOf(K1) },
         { id: 'key-2', hint: hint(K2), state: 'available' },
       ],
     });
@@ -54,7 +60,7 @@ describe('JSON', () => {
     const later = await request(app).get('/admin/keys');
     expect(later.body.now).toBe(clock.time);
     expect(later.body.counts).toEqual({ available: 2, cooling: 0, disabled: 1 });
-    expect(later.body.keys[0]).toEqual({ id: 'key-0', hint: hint(K0), state: 'available' });
+    expect(later.body.keys[0]).toEqual({ id: 'key-0', hint: hint(K0), state: 'available', group: organizationOf(K0) });
   });
 
   test('an authCooldownMs gives a disabled key its disabledUntil', async () => {
@@ -66,6 +72,7 @@ describe('JSON', () => {
       state: 'disabled',
       disabledReason: 'auth',
       disabledUntil: clock.time + 300_000,
+      group: organizationOf(K1),
     });
   });
 

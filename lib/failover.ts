@@ -13,6 +13,8 @@ import {
 import { readFailure } from './upstream/failure-body.js';
 import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
 import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
+import { learnCreated, startWalk, type ObjectRoute } from './walk/affinity.js';
+import { NO_BUDGET, WalkSession, type AttemptLimits, type WalkBudget } from './walk/session.js';
 
 export type { FailoverAction };
 
@@ -21,6 +23,8 @@ export interface FailoverPolicy {
   readonly statuses: ReadonlyMap<number, FailoverAction>;
   readonly causes: ReadonlyMap<FailureCause, FailoverAction>;
   readonly classifier: FailureClassifier;
+  /** How many attempts, and how long, one request may take (maxAttempts, maxWalkMs). */
+  readonly budget?: WalkBudget;
 }
 
 /** What the walk knows of the request besides its attempts. */
@@ -28,6 +32,8 @@ export interface WalkContext {
   requestId?: string | undefined;
   /** The request's model, read only when the pool needs it. */
   model?: ModelSource;
+  /** The upstream objects the request names or creates (affinity). */
+  objects?: ObjectRoute | undefined;
 }
 
 /** How one walk over the pool ended. */
@@ -44,6 +50,8 @@ interface Verdict {
   /** The answer, held in memory when its body was read, or still streaming. Undefined: its body was lost. */
   answer: { held: HeldResponse } | { streaming: UpstreamResponse } | undefined;
   signature: string | undefined;
+  /** An empty account that the provider says is the whole organization's: every key of its group is out. */
+  accountWide?: boolean;
 }
 
 /** An unrecognised 401, waiting for another key's answer to say whether the key or the request is at fault. */
@@ -66,22 +74,28 @@ type Answered = Pick<UpstreamResponse, 'status' | 'headers'>;
 export async function walkPool(
   pool: KeyPool,
   policy: FailoverPolicy,
-  send: (key: PoolKey) => Promise<UpstreamResponse>,
+  send: (key: PoolKey, limits?: AttemptLimits) => Promise<UpstreamResponse>,
   context: WalkContext = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker(context.model);
   const { requestId } = context;
+  // A request naming an object goes to the key that created it (or gets the pool's 429 while that key cools).
+  const start = startWalk(pool, context.model, context.objects, requestId);
+  if ('outcome' in start) return start.outcome;
+  const { walker } = start;
+  const session = new WalkSession(pool, walker, policy.budget ?? NO_BUDGET, requestId);
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
   let attempt = 0;
-  for (let key = walker.next(); key !== undefined; key = walker.next()) {
+  for (let key = session.next(); key !== undefined; key = session.next()) {
+    if (!(await session.admit(key))) continue; // a probe another replica is sending
     attempt++;
     const started = observed ? performance.now() : 0;
     let response: UpstreamResponse;
     try {
-      response = await send(key);
+      response = await send(key, session.limits());
     } catch (error) {
+      session.failed();
       const outcome = failureOutcome(error);
       if (observed) {
         const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
@@ -89,9 +103,11 @@ export async function walkPool(
       }
       return outcome;
     }
+    session.heard(key, response.headers);
     const verdict = await judge(policy, response);
     const provisional =
       verdict.cause === 'unauthorized' && verdict.action === 'disable' && verdict.answer !== undefined && 'held' in verdict.answer;
+    session.judged(key, response.headers, provisional ? 'pending' : verdict.action);
     if (observed) {
       const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
       attempted(pool, walker, { key, attempt, started, outcome, status: response.status, cause: verdict.cause, requestId });
@@ -103,7 +119,7 @@ export async function walkPool(
       mark(pool, walker, unconfirmed.key, unconfirmed.verdict, unconfirmed.answered, requestId);
       unconfirmed = undefined;
     }
-    if (verdict.action === 'relay') return relayOf(verdict);
+    if (verdict.action === 'relay') return created(pool, key, context, relayOf(verdict));
     if (provisional) {
       unconfirmed = { key, answered: response, verdict: verdict as Unconfirmed['verdict'] };
       continue;
@@ -118,7 +134,16 @@ export async function walkPool(
   }
   // An unrecognised 401 that no other key could confirm marks nothing: it is relayed, as the last word.
   if (unconfirmed) return { kind: 'held', response: unconfirmed.verdict.answer.held };
-  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId);
+  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId, session.spent);
+}
+
+/** A relayed 2xx answer to a create call: the key that made the object is remembered for it (affinity). */
+function created(pool: KeyPool, key: PoolKey, context: WalkContext, outcome: WalkOutcome): WalkOutcome {
+  const creates = context.objects?.creates;
+  if (creates !== undefined && outcome.kind === 'relay' && outcome.response.status >= 200 && outcome.response.status < 300) {
+    learnCreated(pool, key, creates, outcome.response.body, context.requestId);
+  }
+  return outcome;
 }
 
 /**
@@ -137,7 +162,8 @@ async function judge(policy: FailoverPolicy, response: UpstreamResponse): Promis
   const cause = policy.classifier.classify(failure);
   const action = (cause && policy.causes.get(cause)) ?? byStatus ?? (cause && DEFAULT_CAUSE_ACTIONS[cause]) ?? 'relay';
   const answer = 'held' in read ? { held: read.held } : 'streaming' in read ? { streaming: read.streaming } : undefined;
-  return { action, cause, answer, signature: policy.classifier.signature(failure) };
+  const accountWide = cause === 'insufficient_quota' && policy.classifier.accountWide?.(failure) === true;
+  return { action, cause, answer, signature: policy.classifier.signature(failure), accountWide };
 }
 
 /** What a verdict does to the key: a cooldown (for the request's model when it is a rate limit) or a disable. */
@@ -149,9 +175,12 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
   if (requestId !== undefined) details.requestId = requestId;
   if (action === 'cooldown') {
     const cooldownMs = cooldownFromHeaders(answer.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs;
-    pool.markAnswer(key, { cooldownMs }, details, cause === 'rate_limited' ? walker.scope() : undefined);
+    // A rate limit is the group's (its organization's), for the request's model.
+    const limited = cause === 'rate_limited';
+    pool.markAnswer(key, { cooldownMs, group: limited }, details, limited ? walker.scope() : undefined);
   } else if (action === 'disable') {
-    pool.markAnswer(key, { disable: true }, { ...details, reason: cause === 'insufficient_quota' ? 'quota' : 'auth' });
+    const reason = cause === 'insufficient_quota' ? 'quota' : 'auth';
+    pool.markAnswer(key, { disable: true, group: verdict.accountWide === true }, { ...details, reason });
   }
   pool.emit('failover', {
     id: key.id,
@@ -168,16 +197,19 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
  * which is relayed whatever it says. An unrecognised 401 marks nothing: no second key can confirm it.
  */
 export async function learnFromAnswer(
+  session: WalkSession,
   pool: KeyPool,
   policy: FailoverPolicy,
-  walker: KeyWalker,
   key: PoolKey,
   response: UpstreamResponse,
-  requestId: string | undefined,
+  context: WalkContext,
 ): Promise<WalkOutcome> {
+  session.heard(key, response.headers);
   const verdict = await judge(policy, response);
-  if (verdict.cause !== 'unauthorized') mark(pool, walker, key, verdict, response, requestId);
-  return relayOf(verdict);
+  const unconfirmable = verdict.cause === 'unauthorized';
+  session.judged(key, response.headers, unconfirmable ? 'pending' : verdict.action);
+  if (!unconfirmable) mark(pool, session.walker, key, verdict, response, context.requestId);
+  return created(pool, key, context, relayOf(verdict));
 }
 
 function relayOf(verdict: Verdict): WalkOutcome {
@@ -220,9 +252,14 @@ function attempted(pool: KeyPool, walker: KeyWalker, { key, attempt, started, ou
  * The pool error for a walk that found no key: 502 when every key is out (disabled, or out of quota),
  * else 429 with Retry-After (for the request's model: a key cooling for another model is not "no key").
  */
-export function exhaustedOutcome(pool: KeyPool, walker: KeyWalker | undefined, requestId?: string): WalkOutcome {
-  const exhaustion = pool.exhaustionFor(walker?.scope());
-  pool.emit('exhausted', { ...exhaustion, ...(requestId === undefined ? {} : { requestId }) });
+export function exhaustedOutcome(
+  pool: KeyPool,
+  walker: KeyWalker | undefined,
+  requestId?: string,
+  budget?: 'maxAttempts' | 'maxWalkMs',
+): WalkOutcome {
+  const exhaustion = pool.exhaustionFor(walker?.scope(), walker?.list);
+  pool.emit('exhausted', { ...exhaustion, ...(budget === undefined ? {} : { budget }), ...(requestId === undefined ? {} : { requestId }) });
   if (exhaustion.reason === 'disabled') return { kind: 'error', error: 'keys_disabled' };
   if (exhaustion.reason === 'quota') return { kind: 'error', error: 'keys_out_of_quota' };
   return { kind: 'error', error: 'rate_limited', retryAfterMs: Math.ceil(exhaustion.retryAfterMs) };

@@ -11,9 +11,14 @@ import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
 import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
+import { objectRoute } from './walk/affinity.js';
+import type { AttemptLimits } from './walk/session.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
-export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes'>;
+export type FailoverFetchOptions = Pick<
+  KeyFailoverOptions,
+  'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'maxAttempts' | 'maxWalkMs'
+>;
 
 /** A `fetch` that walks the pool: what the official `openai` and `@anthropic-ai/sdk` clients accept as `fetch`. */
 export type FailoverFetch = ((input: string | URL | Request, init?: RequestInit) => Promise<Response>) & {
@@ -42,6 +47,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'failover',
     'timeoutMs',
     'maxBodyBytes',
+    'maxAttempts',
+    'maxWalkMs',
   ]);
   // One agent for any origin the caller names; our own timer bounds the wait for headers.
   const agent = new Agent({ headersTimeout: 0, bodyTimeout: timeoutMs });
@@ -72,7 +79,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     });
     if (body !== null) headers['content-length'] = String(body.length);
 
-    const send = (key: PoolKey) => {
+    const send = (key: PoolKey, limits?: AttemptLimits) => {
       const keyHeaders = { ...headers };
       addKeyHeaders(provider, key, keyHeaders);
       return sendAttempt(agent, {
@@ -82,10 +89,11 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
         headers: keyHeaders,
         body,
         signal,
-        timeoutMs,
+        timeoutMs: Math.min(timeoutMs, limits?.timeoutMs ?? Infinity),
       });
     };
-    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body) });
+    const objects = objectRoute(request.method, url.pathname, body);
+    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), objects });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
     return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };

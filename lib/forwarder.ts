@@ -9,6 +9,8 @@ import { withoutClientKey } from './gateway/client-key.js';
 import { isKeyPool, type ResolvedOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';
 import type { ModelSource } from './pool/walker.js';
+import type { ObjectRoute } from './walk/affinity.js';
+import type { AttemptLimits } from './walk/session.js';
 import { HEADER_SAFE } from './pool/keys.js';
 import { addKeyHeaders } from './providers/provider.js';
 import { OVERRIDE_HEADERS } from './upstream/request-headers.js';
@@ -81,9 +83,10 @@ export class Forwarder {
 
   /**
    * One attempt with the client's key, relayed whatever it says; or a walk over the pool.
-   * `model` reads the request's model, for the pool's per-model cooldowns.
+   * `model` reads the request's model, for the pool's per-model cooldowns; `objects`, the upstream
+   * objects it names or creates (affinity).
    */
-  forward(caller: Caller, request: Outgoing, req: Request, model?: ModelSource): Promise<WalkOutcome> {
+  forward(caller: Caller, request: Outgoing, req: Request, model?: ModelSource, objects?: ObjectRoute): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
       // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
       return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
@@ -91,7 +94,11 @@ export class Forwarder {
         failureOutcome,
       );
     }
-    return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), { requestId: this.requestId(req), model });
+    return walkPool(caller.pool, this.options.failover, (key, limits) => this.send(key, request, limits), {
+      requestId: this.requestId(req),
+      model,
+      objects,
+    });
   }
 
   /** The request's `x-request-id`, for the pool's events, when it is a plain token. */
@@ -145,11 +152,12 @@ export class Forwarder {
     return controller.signal;
   }
 
-  /** One attempt: with a pool key, its own account headers go too. */
-  send(key: PoolKey | string, request: Outgoing): Promise<UpstreamResponse> {
+  /** One attempt: with a pool key, its own account headers go too. `limits` can shorten its timeout (maxWalkMs). */
+  send(key: PoolKey | string, request: Outgoing, limits?: AttemptLimits): Promise<UpstreamResponse> {
     const headers = { ...request.headers };
     addKeyHeaders(this.options.provider, key, headers);
-    return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs: this.options.timeoutMs });
+    const timeoutMs = Math.min(this.options.timeoutMs, limits?.timeoutMs ?? Infinity);
+    return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs });
   }
 
   async write(outcome: WalkOutcome, res: Response): Promise<void> {

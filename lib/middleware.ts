@@ -4,6 +4,7 @@ import { Forwarder } from './forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
+import { objectRoute } from './walk/affinity.js';
 
 /** The middleware, plus `close()` to release its upstream connections on shutdown. */
 export type KeyFailoverMiddleware = RequestHandler & { close(): Promise<void> };
@@ -41,7 +42,8 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     const { body } = read;
     const request = { method: 'POST', path: forwarder.upstreamPath(req), headers, body, signal: forwarder.clientGone(res) };
 
-    await forwarder.write(await forwarder.forward(caller, request, req, () => readModel(body)), res);
+    const objects = objectRoute('POST', req.path, body);
+    await forwarder.write(await forwarder.forward(caller, request, req, () => readModel(body), objects), res);
   };
 
   const middleware = (req: Request, res: Response, next: NextFunction): void => {

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkOutcome } from './failover.js';
+import { exhaustedOutcome, failureOutcome, learnFromAnswer, type WalkContext, type WalkOutcome } from './failover.js';
 import { Forwarder, type Outgoing } from './forwarder.js';
 import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
 import { checkPassthroughPath } from './gateway/passthrough-path.js';
@@ -10,6 +10,8 @@ import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from '.
 import type { KeyPool } from './pool/key-pool.js';
 import { readRequestBody } from './request-body.js';
 import { readModel } from './request/model.js';
+import { NAMING_BODY_LIMIT, bodyNamesObjects, objectRoute, startWalk } from './walk/affinity.js';
+import { NO_BUDGET, WalkSession } from './walk/session.js';
 
 export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes'> & {
   /** Only these paths (prefixes, or functions `(path, req) => boolean`) are forwarded. Default: every path not denied. */
@@ -59,6 +61,12 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
       request.body = read.body;
       headers['content-length'] = String(read.body.length);
       if (read.contentType) headers['content-type'] = read.contentType;
+    } else if (bodyNamesObjects(req.method, path.routed, req.headers['content-type'], Number(req.headers['content-length']))) {
+      // A small JSON body that may name an object (a batch's input_file_id): read, so that the request goes to that object's key.
+      const read = await readRequestBody(req, NAMING_BODY_LIMIT);
+      if (!read.ok) return read.reason === 'too_large' ? forwarder.fail(res, 'body_too_large') : undefined;
+      request.body = read.body;
+      headers['content-length'] = String(read.body.length);
     } else if (hasBody(req)) {
       request.body = req;
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
@@ -66,10 +74,12 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
 
     // A streamed body can be sent once only: no walk, but the key still learns from the answer.
     const streamed = request.body !== null && !Buffer.isBuffer(request.body);
+    const buffered = Buffer.isBuffer(request.body) ? request.body : null;
+    const objects = objectRoute(req.method, path.routed, buffered);
     const outcome =
       streamed && 'pool' in caller
-        ? await sendOnce(caller.pool, forwarder, request, forwarder.requestId(req))
-        : await forwarder.forward(caller, request, req, () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined));
+        ? await sendOnce(caller.pool, forwarder, request, { requestId: forwarder.requestId(req), objects })
+        : await forwarder.forward(caller, request, req, () => (buffered ? readModel(buffered) : undefined), objects);
     await forwarder.write(outcome, res);
   };
 
@@ -86,19 +96,29 @@ function hasBody(req: Request): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 }
 
-/** A streamed body goes once, with the first available key; the key still learns from the answer. */
-async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Outgoing, requestId?: string): Promise<WalkOutcome> {
-  const walker = pool.walker();
-  const key = walker.next();
+/**
+ * A streamed body goes once, with the first available key (the one that holds the object it names, if
+ * any); the key still learns from the answer.
+ */
+async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Outgoing, context: WalkContext): Promise<WalkOutcome> {
+  const start = startWalk(pool, undefined, context.objects, context.requestId);
+  if ('outcome' in start) {
+    (request.body as NodeJS.ReadableStream).resume();
+    return start.outcome;
+  }
+  const session = new WalkSession(pool, start.walker, NO_BUDGET, context.requestId);
+  let key = session.next();
+  while (key !== undefined && !(await session.admit(key))) key = session.next();
   if (key === undefined) {
     (request.body as NodeJS.ReadableStream).resume();
-    return exhaustedOutcome(pool, walker, requestId);
+    return exhaustedOutcome(pool, start.walker, context.requestId);
   }
   let response;
   try {
     response = await forwarder.send(key, request);
   } catch (error) {
+    session.failed();
     return failureOutcome(error);
   }
-  return learnFromAnswer(pool, forwarder.options.failover, walker, key, response, requestId);
+  return learnFromAnswer(session, pool, forwarder.options.failover, key, response, context);
 }

@@ -3,7 +3,8 @@
  * of the top-level object that skips every other value (messages, tools,
  * images) byte by byte, allocating nothing but the model string. It runs
  * only when the pool needs the model (some key cools for one model, or a
- * 429 is being marked), and at most once per request.
+ * 429 is being marked), and at most once per request. The same scan reads the
+ * other top-level fields the walk needs (the objects a request names).
  */
 
 const QUOTE = 0x22;
@@ -15,28 +16,54 @@ const CLOSE_BRACE = 0x7d;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const MODEL = Buffer.from('model');
+const ID = Buffer.from('id');
 
 /** The top-level `"model"` string of a JSON object body; undefined when there is none or the body is not such JSON. */
 export function readModel(body: Buffer | null | undefined): string | undefined {
   if (!body || body.length === 0) return undefined;
-  let i = skipSpace(body, 0);
-  if (body[i] !== OPEN_BRACE) return undefined;
+  const at = fieldValue(body, 0, MODEL);
+  return at >= 0 && body[at] === QUOTE ? readString(body, at) : undefined;
+}
+
+/**
+ * A top-level field of a JSON object body (`name` as bytes): its string value, the `"id"` string of an
+ * object value (OpenAI's `conversation: { id }`), or for a literal (`true`, `false`, `null`, a number)
+ * its text. Undefined when there is none or the body is not such JSON.
+ */
+export function readField(body: Buffer | null | undefined, name: Buffer): string | undefined {
+  if (!body || body.length === 0) return undefined;
+  const at = fieldValue(body, 0, name);
+  if (at < 0) return undefined;
+  if (body[at] === QUOTE) return readString(body, at);
+  if (body[at] === OPEN_BRACE) {
+    const id = fieldValue(body, at, ID);
+    return id >= 0 && body[id] === QUOTE ? readString(body, id) : undefined;
+  }
+  if (body[at] === OPEN_BRACKET) return undefined;
+  const end = skipValue(body, at);
+  return end > at ? body.toString('latin1', at, end) : undefined;
+}
+
+/** Index of the value of field `name` in the object that opens at `start`, or -1. */
+function fieldValue(body: Buffer, start: number, name: Buffer): number {
+  let i = skipSpace(body, start);
+  if (body[i] !== OPEN_BRACE) return -1;
   i = skipSpace(body, i + 1);
   while (i < body.length && body[i] === QUOTE) {
     const keyEnd = stringEnd(body, i);
-    if (keyEnd < 0) return undefined;
-    const isModel = keyEnd - i - 1 === MODEL.length && body.compare(MODEL, 0, MODEL.length, i + 1, keyEnd) === 0;
+    if (keyEnd < 0) return -1;
+    const found = keyEnd - i - 1 === name.length && body.compare(name, 0, name.length, i + 1, keyEnd) === 0;
     i = skipSpace(body, keyEnd + 1);
-    if (body[i] !== COLON) return undefined;
+    if (body[i] !== COLON) return -1;
     i = skipSpace(body, i + 1);
-    if (isModel) return body[i] === QUOTE ? readString(body, i) : undefined;
+    if (found) return i;
     i = skipValue(body, i);
-    if (i < 0) return undefined;
+    if (i < 0) return -1;
     i = skipSpace(body, i);
-    if (body[i] !== COMMA) return undefined; // '}' (no model) or not JSON
+    if (body[i] !== COMMA) return -1; // '}' (no such field) or not JSON
     i = skipSpace(body, i + 1);
   }
-  return undefined;
+  return -1;
 }
 
 function skipSpace(body: Buffer, i: number): number {
