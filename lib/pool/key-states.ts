@@ -87,7 +87,9 @@ export class KeyStates {
 
   /**
    * Which ended cooldown a probe of `key` (for `scope`) tries: its group's when the group's ended, else
-   * the key's own; for every model when that one ended, else for the scope. Undefined: none within the window.
+   * the key's own; for every model when that one ended, else for the scope. Undefined: none within the
+   * window. A skip the pool set itself from a remaining count ends at the limit's reset, when the limit is
+   * whole again: it takes no probe (it is marked healthy here), and the sends after it are counted as before.
    */
   ended(
     key: PoolKey,
@@ -95,16 +97,27 @@ export class KeyStates {
     scope: string | undefined,
   ): { entity: string; scope: string | undefined; group: Group | undefined } | undefined {
     const group = this.groups.of(key);
-    for (const [entity, owner] of group === undefined
-      ? [[key.stateId, undefined] as const]
-      : ([
-          [group.stateId, group],
-          [key.stateId, undefined],
-        ] as const)) {
-      const wide = this.store.get(entity)?.cooldownUntil ?? 0;
-      if (recovering(wide, now)) return { entity, scope: undefined, group: owner };
-      if (scope !== undefined && recovering(this.store.scopedUntil?.(entity, scope) ?? 0, now)) return { entity, scope, group: owner };
+    return (
+      (group === undefined ? undefined : this.endedOf(group.stateId, group, now, scope)) ?? this.endedOf(key.stateId, undefined, now, scope)
+    );
+  }
+
+  private endedOf(
+    entity: string,
+    group: Group | undefined,
+    now: number,
+    scope: string | undefined,
+  ): { entity: string; scope: string | undefined; group: Group | undefined } | undefined {
+    const wide = this.store.get(entity)?.cooldownUntil ?? 0;
+    if (recovering(wide, now)) {
+      if (this.aheadUntil(entity, undefined) !== wide) return { entity, scope: undefined, group };
+      this.store.markHealthy?.(entity);
     }
+    if (scope === undefined) return undefined;
+    const scoped = this.store.scopedUntil?.(entity, scope) ?? 0;
+    if (!recovering(scoped, now)) return undefined;
+    if (this.aheadUntil(entity, scope) !== scoped) return { entity, scope, group };
+    this.store.markHealthy?.(entity, scope);
     return undefined;
   }
 

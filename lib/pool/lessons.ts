@@ -8,14 +8,10 @@ import type { EventEmitter } from 'node:events';
 import type { KeyPoolEvents, RemainingLimit } from './events.js';
 import type { Group, KeyGroups } from './groups.js';
 import type { PoolKey } from './keys.js';
-import { AheadMarks, SendCounters } from './remaining.js';
+import { AheadMarks, SendCounters, type Sent } from './remaining.js';
 import type { KeyStateStore } from './store.js';
 
-/** A send, numbered per state: what an answer's remaining count is lowered by (see remaining.ts). */
-export interface Sent {
-  entity: string;
-  seq: number;
-}
+export type { Sent };
 
 export interface LessonsHost {
   readonly store: KeyStateStore;
@@ -49,15 +45,14 @@ export class Lessons {
     groups.checkOneGroup(this.host.keys());
   }
 
-  /** Counts a send with `key` against its group's state (else its own). */
-  countSend(key: PoolKey): Sent {
-    const entity = this.host.groups.of(key)?.stateId ?? key.stateId;
-    return { entity, seq: this.sends.count(entity) };
+  /** Counts a send with `key` against its group's state (else its own), for the request's model scope when known (null: not read). */
+  countSend(key: PoolKey, scope: string | undefined | null): Sent {
+    return this.sends.count(this.host.groups.of(key)?.stateId ?? key.stateId, scope);
   }
 
-  /** How many sends to the same state followed `sent`. */
-  sentSince(sent: Sent): number {
-    return this.sends.since(sent.entity, sent.seq);
+  /** How many sends that take from the same limit (for `scope`) followed `sent`. */
+  sentSince(sent: Sent, scope: string | undefined): number {
+    return this.sends.since(sent, scope);
   }
 
   /**
@@ -98,7 +93,7 @@ export class Lessons {
     });
   }
 
-  /** The end of the pool's own remaining-based cooldown of `entity` for `scope`, when that is what it cools for. */
+  /** The end of the pool's own remaining-based cooldown of `entity` for `scope`, when that is what it cools (or cooled) for. */
   aheadUntil(entity: string, scope: string | undefined): number | undefined {
     return this.ahead.until(entity, scope);
   }

@@ -6,32 +6,74 @@
  * requests sent to the same state after it (still in flight, or answered out
  * of order) take from it too. So each send is numbered per state, and an
  * answer's remaining count is lowered by the sends that followed its own
- * request: "2 left" with 2 more already on their way is none left. The count
- * is per state, every model together, which lowers it more than needed when
- * several models share a key: the key is set aside a little early, never late.
+ * request: "2 left" with 2 more already on their way is none left. The sends
+ * are counted per model too once the walk knows the request's model (it reads
+ * it as soon as some key cools for one model): an answer's count for one model
+ * is then lowered by that model's sends only. Sends whose model was not read
+ * are counted for every model (too many rather than too few: a key is set
+ * aside a little early, never late).
  */
 import { entryKey } from './probes.js';
 
 const MAX_STATES = 20_000;
 
-/** One counter per state (a key's, or its group's), made once and then only incremented: nothing allocated per send. */
-export class SendCounters {
-  private readonly counters = new Map<string, { sent: number }>();
+interface Counter {
+  /** Every send to the state. */
+  sent: number;
+  /** The sends whose model was not known. */
+  unscoped: number;
+  /** The sends per model scope, for the sends whose model was known. */
+  scopes: Map<string, { sent: number }>;
+}
 
-  /** Counts a send to `entity`; its number. */
-  count(entity: string): number {
+/** A send, numbered per state (and per model, when known): what a later answer's remaining count is lowered by. */
+export interface Sent {
+  entity: string;
+  seq: number;
+  /** The model scope of the send; null when it was not read. */
+  scope: string | undefined | null;
+  scopeSeq: number;
+  unscopedAt: number;
+}
+
+const MAX_SCOPES = 256;
+
+/** Counters per state (a key's, or its group's) and model, made once and then only incremented: nothing allocated per send. */
+export class SendCounters {
+  private readonly counters = new Map<string, Counter>();
+
+  /** Counts a send to `entity`, for `scope` when it is known (null: not read). */
+  count(entity: string, scope: string | undefined | null): Sent {
     let counter = this.counters.get(entity);
     if (counter === undefined) {
       if (this.counters.size >= MAX_STATES) this.counters.clear();
-      this.counters.set(entity, (counter = { sent: 0 }));
+      this.counters.set(entity, (counter = { sent: 0, unscoped: 0, scopes: new Map() }));
     }
-    return ++counter.sent;
+    const seq = ++counter.sent;
+    if (scope === null || scope === undefined) {
+      if (scope === null) counter.unscoped++;
+      return { entity, seq, scope, scopeSeq: 0, unscopedAt: counter.unscoped };
+    }
+    let scoped = counter.scopes.get(scope);
+    if (scoped === undefined) {
+      if (counter.scopes.size >= MAX_SCOPES) counter.scopes.clear();
+      counter.scopes.set(scope, (scoped = { sent: 0 }));
+    }
+    return { entity, seq, scope, scopeSeq: ++scoped.sent, unscopedAt: counter.unscoped };
   }
 
-  /** How many sends to `entity` followed the one numbered `seq`. */
-  since(entity: string, seq: number): number {
-    const sent = this.counters.get(entity)?.sent ?? seq;
-    return sent > seq ? sent - seq : 0;
+  /**
+   * How many sends that take from the same limit as `sent` (for `scope`) followed it: those of its model
+   * when every send since had a known model, else every send to the state.
+   */
+  since(sent: Sent, scope: string | undefined): number {
+    const counter = this.counters.get(sent.entity);
+    if (counter === undefined) return 0;
+    if (scope !== undefined && sent.scope === scope && counter.unscoped === sent.unscopedAt) {
+      const later = (counter.scopes.get(scope)?.sent ?? sent.scopeSeq) - sent.scopeSeq;
+      return later > 0 ? later : 0;
+    }
+    return counter.sent > sent.seq ? counter.sent - sent.seq : 0;
   }
 }
 

@@ -63,6 +63,11 @@ export class KeyWalker {
     return this.scopeRead;
   }
 
+  /** @internal The request's model scope if it has been read already; null when it has not (it is not read here). */
+  scopeIfRead(): string | undefined | null {
+    return this.scopeRead === UNREAD ? null : this.scopeRead;
+  }
+
   next(): PoolKey | undefined {
     const { keys, source } = this;
     this.probe = undefined;

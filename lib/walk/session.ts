@@ -63,7 +63,7 @@ export class WalkSession {
     if (probe !== undefined && !(await this.pool.confirmProbe(probe, this.requestId))) return false;
     this.probe = probe;
     this.attempts++;
-    this.sent = this.pool.lessons.countSend(key);
+    this.sent = this.pool.lessons.countSend(key, this.walker.scopeIfRead());
     return true;
   }
 
@@ -112,10 +112,13 @@ export class WalkSession {
   private lookAhead(key: PoolKey, headers: ResponseHeaders): void {
     const { pool } = this;
     const remaining = remainingRequests(headers);
-    if (remaining !== undefined && this.sent !== undefined && remaining - pool.lessons.sentSince(this.sent) <= 0) {
-      const resetMs = requestsResetMs(headers, pool.now());
-      if (resetMs !== undefined) {
-        pool.lessons.markDepleted(key, resetMs, this.walker.scope(), { limit: 'requests', remaining, requestId: this.requestId });
+    // Cheap first: with more left than sends made since (to the state, every model), nothing to read further.
+    if (remaining !== undefined && this.sent !== undefined && remaining <= pool.lessons.sentSince(this.sent, undefined)) {
+      const scope = this.walker.scope();
+      if (remaining <= pool.lessons.sentSince(this.sent, scope)) {
+        const resetMs = requestsResetMs(headers, pool.now());
+        if (resetMs !== undefined)
+          pool.lessons.markDepleted(key, resetMs, scope, { limit: 'requests', remaining, requestId: this.requestId });
       }
     }
     if (pool.minRemainingTokens === 0) return;
