@@ -37,10 +37,13 @@ export class Lessons {
     return this.host.groups.of(key);
   }
 
-  /** An answer named the key's organization: its group, unless it has one already. */
+  /**
+   * An answer named the key's organization: its group, unless it has one already. A name that holds the
+   * key's own value (an upstream that echoes the request) teaches nothing: group names are shown everywhere.
+   */
   learnGroup(key: PoolKey, name: string): void {
     const { groups } = this.host;
-    if (!this.host.holds(key) || !groups.learn(key, name)) return;
+    if (!this.host.holds(key) || groups.of(key) !== undefined || name.includes(key.value) || !groups.learn(key, name)) return;
     this.host.emit('grouped', { id: key.id, hint: key.hint, group: name });
     groups.checkOneGroup(this.host.keys());
   }
@@ -108,7 +111,8 @@ export class Lessons {
   /** `key` created upstream object `object` (of kind `kind`): the requests that name it go to `key`. */
   rememberObject(object: string, kind: string, key: PoolKey, requestId?: string): void {
     const { store, affinityTtlMs } = this.host;
-    if (affinityTtlMs === 0 || !this.host.holds(key) || !store.rememberObject) return;
+    // An id that holds the key's own value (an echoing upstream) is not kept: ids go to the store, and to Redis.
+    if (affinityTtlMs === 0 || !this.host.holds(key) || !store.rememberObject || object.includes(key.value)) return;
     store.rememberObject(object, key.stateId, this.host.now() + affinityTtlMs);
     this.host.emit('affinity', {
       id: key.id,
