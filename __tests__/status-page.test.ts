@@ -191,7 +191,9 @@ test('the page refreshes from ?format=json behind the same auth and follows the 
   expect(seconds(await countdown('key-0').textContent())).toBeLessThanOrEqual(480);
   expect(seconds(await countdown('key-0').textContent())).toBeGreaterThan(470);
   expect(await page.locator('#counts').textContent()).toBe('2 available · 1 cooling · 0 disabled');
-  expect(await page.locator('tr[data-key-id="key-2"] [data-reason="remaining"]').textContent()).toMatch(/^gpt-4o-mini \d+s \(limit used up\)$/);
+  expect(await page.locator('tr[data-key-id="key-2"] [data-reason="remaining"]').textContent()).toMatch(
+    /^gpt-4o-mini \d+s \(limit used up\)$/,
+  );
   // The rows the page's script built from the JSON carry the group too.
   expect(await page.locator('tr[data-key-id] td.group').allTextContents()).toEqual([K0, K1, KEYS[2]].map((k) => organizationOf(k)));
   expect(await page.locator('#note').textContent()).toMatch(/^Updated .*; refreshes every 2 s\.$/);
