@@ -8,6 +8,7 @@
 import express, { type Express } from 'express';
 import OpenAI from 'openai';
 import type { ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import request from 'supertest';
 import { createFailoverFetch, keyFailover, keyPassthrough, KeyPool, MemoryKeyStateStore } from '../lib/index.js';
 import { objectRoute } from '../lib/walk/affinity.js';
@@ -90,6 +91,27 @@ test('a streamed create is read as it passes: the id in response.created is reme
   const id = /"id":"(resp_\w+)"/.exec(streamed.body as string)![1]!;
   expect(streamed.body).toContain('event: response.completed');
   upstream.seen.length = 0;
+  await create(g.app, { previous_response_id: id });
+  expect(upstream.keysSeen()).toEqual([K1]);
+});
+
+test('a compressed create answer (the client asked for gzip) is decoded on the side for its id; the client gets the bytes as sent', async () => {
+  const g = gateway(upstream.url, {}, { strategy: 'round-robin' });
+  projects();
+  const plain = upstream.behaviour;
+  upstream.behaviour = (req, res) => {
+    if (req.method !== 'POST' || JSON.parse(req.body.toString()).previous_response_id !== undefined) return plain(req, res);
+    const id = `resp_${(++made).toString(16).padStart(24, '0')}`;
+    const body = gzipSync(JSON.stringify({ id, object: 'response', status: 'completed', output: [] }));
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length });
+    res.end(body);
+  };
+  await create(g.app).set('accept-encoding', 'gzip');
+  const second = await create(g.app).set('accept-encoding', 'gzip'); // key-1
+  expect(second.headers['content-encoding']).toBe('gzip');
+  const id = second.body.id as string;
+  upstream.seen.length = 0;
+  upstream.behaviour = plain;
   await create(g.app, { previous_response_id: id });
   expect(upstream.keysSeen()).toEqual([K1]);
 });

@@ -79,9 +79,8 @@ export async function walkPool(
 ): Promise<WalkOutcome> {
   const { requestId } = context;
   // A request naming an object goes to the key that created it (or gets the pool's 429 while that key cools).
-  const start = startWalk(pool, context.model, context.objects, requestId);
-  if ('outcome' in start) return start.outcome;
-  const { walker } = start;
+  const walker = startWalk(pool, context.model, context.objects, requestId);
+  if ('kind' in walker) return walker; // not a walker: the pool's 429 (by shape: a pool of the other build works too)
   const session = new WalkSession(pool, walker, policy.budget ?? NO_BUDGET, requestId);
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
@@ -141,7 +140,7 @@ export async function walkPool(
 function created(pool: KeyPool, key: PoolKey, context: WalkContext, outcome: WalkOutcome): WalkOutcome {
   const creates = context.objects?.creates;
   if (creates !== undefined && outcome.kind === 'relay' && outcome.response.status >= 200 && outcome.response.status < 300) {
-    learnCreated(pool, key, creates, outcome.response.body, context.requestId);
+    learnCreated(pool, key, creates, outcome.response, context.requestId);
   }
   return outcome;
 }

@@ -101,17 +101,17 @@ function hasBody(req: Request): boolean {
  * any); the key still learns from the answer.
  */
 async function sendOnce(pool: KeyPool, forwarder: Forwarder, request: Outgoing, context: WalkContext): Promise<WalkOutcome> {
-  const start = startWalk(pool, undefined, context.objects, context.requestId);
-  if ('outcome' in start) {
+  const walker = startWalk(pool, undefined, context.objects, context.requestId);
+  if ('kind' in walker) {
     (request.body as NodeJS.ReadableStream).resume();
-    return start.outcome;
+    return walker;
   }
-  const session = new WalkSession(pool, start.walker, NO_BUDGET, context.requestId);
+  const session = new WalkSession(pool, walker, NO_BUDGET, context.requestId);
   let key = session.next();
   while (key !== undefined && !(await session.admit(key))) key = session.next();
   if (key === undefined) {
     (request.body as NodeJS.ReadableStream).resume();
-    return exhaustedOutcome(pool, start.walker, context.requestId);
+    return exhaustedOutcome(pool, walker, context.requestId);
   }
   let response;
   try {

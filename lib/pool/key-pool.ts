@@ -117,6 +117,11 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
           return ended && { entity: ended.entity, scope: ended.scope, group: ended.group?.name };
         },
         emit: (probe, outcome, requestId) => this.probeEvent(probe, outcome, requestId),
+        forgetEnded: (key, scope) => {
+          const group = this.groups.of(key);
+          store.markHealthy?.(key.stateId, scope);
+          if (group !== undefined) store.markHealthy?.(group.stateId, scope);
+        },
       },
       probeTimeoutMs,
     );

@@ -48,9 +48,12 @@ export class Lessons {
     groups.checkOneGroup(this.host.keys());
   }
 
-  /** Counts a send with `key` against its group's state (else its own), for the request's model scope when known (null: not read). */
-  countSend(key: PoolKey, scope: string | undefined | null): Sent {
-    return this.sends.count(this.host.groups.of(key)?.stateId ?? key.stateId, scope);
+  /**
+   * Counts a send with `key` against its group's state (else its own), for the request's model scope when
+   * known (null: not read), into `sent`: the walk's own record, reused, so that a send allocates nothing.
+   */
+  countSend(key: PoolKey, scope: string | undefined | null, sent: Sent): void {
+    this.sends.count(this.host.groups.of(key)?.stateId ?? key.stateId, scope, sent);
   }
 
   /** How many sends that take from the same limit (for `scope`) followed `sent`. */

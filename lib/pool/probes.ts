@@ -86,6 +86,8 @@ export interface ProbeHost {
     scope: string | undefined,
   ): { entity: string; scope: string | undefined; group: string | undefined } | undefined;
   emit(probe: Probe, outcome: ProbeOutcome, requestId: string | undefined): void;
+  /** A key whose cooldown ended past the recovery window: what is left of it is dropped, so that it is not looked at again. */
+  forgetEnded(key: PoolKey, scope: string | undefined): void;
 }
 
 /** Claims, confirms (across replicas, through the store) and settles probes. */
@@ -100,7 +102,10 @@ export class Probes {
   /** A key whose cooldown ended: the probe it goes as, 0 when none is needed, or when another's lease ends. */
   claim(key: PoolKey, now: number, scope: string | undefined): Probe | number {
     const ended = this.host.ended(key, now, scope);
-    if (ended === undefined) return 0; // past the recovery window: nobody was waiting
+    if (ended === undefined) {
+      this.host.forgetEnded(key, scope); // past the recovery window: nobody was waiting
+      return 0;
+    }
     const entry = entryKey(ended.entity, ended.scope);
     const held = this.gate.heldUntil(entry, now);
     if (held > now) return held;

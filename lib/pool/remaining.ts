@@ -42,24 +42,29 @@ const MAX_SCOPES = 256;
 export class SendCounters {
   private readonly counters = new Map<string, Counter>();
 
-  /** Counts a send to `entity`, for `scope` when it is known (null: not read). */
-  count(entity: string, scope: string | undefined | null): Sent {
+  /** Counts a send to `entity`, for `scope` when it is known (null: not read), into `sent` (the walk's own record, reused). */
+  count(entity: string, scope: string | undefined | null, sent: Sent): void {
     let counter = this.counters.get(entity);
     if (counter === undefined) {
       if (this.counters.size >= MAX_STATES) this.counters.clear();
       this.counters.set(entity, (counter = { sent: 0, unscoped: 0, scopes: new Map() }));
     }
-    const seq = ++counter.sent;
+    sent.entity = entity;
+    sent.seq = ++counter.sent;
+    sent.scope = scope;
+    sent.scopeSeq = 0;
     if (scope === null || scope === undefined) {
       if (scope === null) counter.unscoped++;
-      return { entity, seq, scope, scopeSeq: 0, unscopedAt: counter.unscoped };
+      sent.unscopedAt = counter.unscoped;
+      return;
     }
     let scoped = counter.scopes.get(scope);
     if (scoped === undefined) {
       if (counter.scopes.size >= MAX_SCOPES) counter.scopes.clear();
       counter.scopes.set(scope, (scoped = { sent: 0 }));
     }
-    return { entity, seq, scope, scopeSeq: ++scoped.sent, unscopedAt: counter.unscoped };
+    sent.scopeSeq = ++scoped.sent;
+    sent.unscopedAt = counter.unscoped;
   }
 
   /**

@@ -12,11 +12,13 @@
  * Which routes and fields are followed is the table below (relative to where
  * the middleware is mounted; README "Stateful objects stay on their key").
  */
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import type { KeyPool, PoolKey } from '../pool/key-pool.js';
 import { OBJECT_ID } from '../pool/affinity.js';
 import type { KeyWalker, ModelSource } from '../pool/walker.js';
 import { readField } from '../request/model.js';
+import { decodersFor } from '../upstream/decode.js';
+import type { ResponseHeaders } from '../upstream/rate-limit-headers.js';
 
 interface Collection {
   /** The collection's path; `POST` to it creates an object, `<path>/<id>...` names one. */
@@ -105,14 +107,24 @@ function bodyIds(collection: Collection, body: Buffer | null): string[] {
   return ids;
 }
 
-export type WalkStart = { walker: KeyWalker } | { outcome: { kind: 'error'; error: 'rate_limited'; retryAfterMs: number } };
+/** The pool's 429 for a request whose object's key is cooling. */
+export interface ObjectKeyCooling {
+  kind: 'error';
+  error: 'rate_limited';
+  retryAfterMs: number;
+}
 
 /**
  * The walker for a request: over the key that created an object it names, while that key is available
  * (or one probe may try it); the pool's 429 while that key cools; otherwise the whole pool.
  */
-export function startWalk(pool: KeyPool, model: ModelSource, route: ObjectRoute | undefined, requestId: string | undefined): WalkStart {
-  if (route === undefined || pool.affinityTtlMs === 0) return { walker: pool.walker(model) };
+export function startWalk(
+  pool: KeyPool,
+  model: ModelSource,
+  route: ObjectRoute | undefined,
+  requestId: string | undefined,
+): KeyWalker | ObjectKeyCooling {
+  if (route === undefined || pool.affinityTtlMs === 0) return pool.walker(model);
   const named = route.named();
   for (let i = 0; i < named.length && i < MAX_NAMED; i++) {
     const owner = pool.lessons.ownerOf(named[i]!);
@@ -123,46 +135,79 @@ export function startWalk(pool: KeyPool, model: ModelSource, route: ObjectRoute 
     const until = pool.unavailableUntil(owner, pool.now(), scope);
     if (until <= pool.now()) {
       affinityEvent(pool, owner, 'routed', kind, requestId);
-      return { walker };
+      return walker;
     }
     const exhaustion = pool.exhaustionFor(scope, [owner]);
     if (exhaustion.reason === 'rate_limited') {
       affinityEvent(pool, owner, 'cooling', kind, requestId);
       pool.emit('exhausted', { ...exhaustion, ...(requestId === undefined ? {} : { requestId }) });
-      return { outcome: { kind: 'error', error: 'rate_limited', retryAfterMs: Math.ceil(exhaustion.retryAfterMs) } };
+      return { kind: 'error', error: 'rate_limited', retryAfterMs: Math.ceil(exhaustion.retryAfterMs) };
     }
     // Disabled: another key of its project may still reach the object, and nothing else could.
     affinityEvent(pool, owner, 'unavailable', kind, requestId);
     break;
   }
-  return { walker: pool.walker(model) };
+  return pool.walker(model);
 }
 
 /**
  * A create call's answer, relayed with `key`: its object's id is read from the first bytes as they
- * pass to the client (nothing is held or copied into the stream), and remembered for `key`.
+ * pass to the client (nothing is held or changed in the stream; a compressed answer is decoded on the
+ * side, its first bytes only), and remembered for `key`.
  */
-export function learnCreated(pool: KeyPool, key: PoolKey, created: Collection, body: Readable, requestId: string | undefined): void {
-  if (pool.affinityTtlMs === 0) return;
+export function learnCreated(
+  pool: KeyPool,
+  key: PoolKey,
+  created: Collection,
+  answer: { headers: ResponseHeaders; body: Readable },
+  requestId: string | undefined,
+): void {
+  const { body } = answer;
+  const encoding = answer.headers['content-encoding'];
+  const decoders = encoding === undefined ? undefined : decodersFor(encoding);
+  if (pool.affinityTtlMs === 0 || (encoding !== undefined && decoders?.length !== 1)) return; // none or several codings: not read
   const pattern = new RegExp(`"id"\\s*:\\s*"((?:${created.prefixes.join('|')})[\\w-]{1,120})"`);
   let seen = '';
-  const onData = (chunk: Buffer): void => {
+  let fed = 0;
+  let done = false;
+  let decoder: Transform | undefined;
+  const finish = (): void => {
+    done = true;
+    detach();
+    decoder?.destroy();
+  };
+  const scan = (chunk: Buffer): void => {
+    if (done) return;
     seen += chunk.toString('latin1', 0, Math.min(chunk.length, READ_LIMIT - seen.length));
     const match = pattern.exec(seen);
     if (match) {
-      stop();
+      finish();
       pool.lessons.rememberObject(match[1]!, created.kind, key, requestId);
-    } else if (seen.length >= READ_LIMIT) stop();
+    } else if (seen.length >= READ_LIMIT) finish();
+  };
+  if (decoders !== undefined) {
+    decoder = decoders[0]!();
+    decoder.on('data', scan).on('error', finish).on('end', finish);
+  }
+  const onData = (chunk: Buffer): void => {
+    if (decoder === undefined) return scan(chunk);
+    fed += chunk.length;
+    decoder.write(chunk);
+    if (fed >= READ_LIMIT) end();
   };
   // Only once the body flows (the relay's pipe, fetch's reader): a 'data' listener added earlier would start it.
   const onResume = (): void => {
     body.off('resume', onResume);
     body.on('data', onData);
   };
-  const stop = (): void => {
-    body.off('resume', onResume).off('data', onData).off('close', stop);
+  const detach = (): void => void body.off('resume', onResume).off('data', onData).off('close', end);
+  // The body is over (or read far enough): a decoder still works through what it was given, then ends.
+  const end = (): void => {
+    detach();
+    if (decoder === undefined) finish();
+    else decoder.end();
   };
-  body.on('resume', onResume).once('close', stop);
+  body.on('resume', onResume).once('close', end);
 }
 
 function kindOf(id: string): string {

@@ -33,7 +33,8 @@ export class WalkSession {
   private attempts = 0;
   private readonly startedAt: number;
   private probe: Probe | undefined;
-  private sent: Sent | undefined;
+  /** The latest send, numbered (see remaining.ts); seq 0 until the first. */
+  private readonly sent: Sent = { entity: '', seq: 0, scope: null, scopeSeq: 0, unscopedAt: 0 };
   /** Set when the walk stopped with keys left because its budget was spent. */
   spent: 'maxAttempts' | 'maxWalkMs' | undefined;
 
@@ -63,7 +64,7 @@ export class WalkSession {
     if (probe !== undefined && !(await this.pool.confirmProbe(probe, this.requestId))) return false;
     this.probe = probe;
     this.attempts++;
-    this.sent = this.pool.lessons.countSend(key, this.walker.scopeIfRead());
+    this.pool.lessons.countSend(key, this.walker.scopeIfRead(), this.sent);
     return true;
   }
 
@@ -113,7 +114,7 @@ export class WalkSession {
     const { pool } = this;
     const remaining = remainingRequests(headers);
     // Cheap first: with more left than sends made since (to the state, every model), nothing to read further.
-    if (remaining !== undefined && this.sent !== undefined && remaining <= pool.lessons.sentSince(this.sent, undefined)) {
+    if (remaining !== undefined && this.sent.seq > 0 && remaining <= pool.lessons.sentSince(this.sent, undefined)) {
       const scope = this.walker.scope();
       if (remaining <= pool.lessons.sentSince(this.sent, scope)) {
         const resetMs = requestsResetMs(headers, pool.now());
