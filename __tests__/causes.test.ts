@@ -9,7 +9,7 @@ import http, { type IncomingHttpHeaders } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { CHAT, K0, K1, K2, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, type Behaviour } from './support/mock-upstream.js';
-import { anthropic, anthropicLimitHeaders, openai, openaiError } from './support/provider-answers.js';
+import { ORG, anthropic, anthropicLimitHeaders, oneOrganization, openai, openaiError, organizationOf } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 
@@ -35,7 +35,13 @@ describe('OpenAI: key invalid or revoked disables the key for every model', () =
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ by: 'k1' });
     expect(upstream.keysSeen()).toEqual([K0, K1]);
-    expect(g.pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled', disabledReason: 'auth' });
+    expect(g.pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'disabled',
+      disabledReason: 'auth',
+      group: organizationOf(K0),
+    });
 
     g.clock.advance(24 * 3600_000);
     await post(g.app, { ...chatBody, model: 'gpt-4.1' });
@@ -56,8 +62,17 @@ describe('OpenAI: account out of money takes the key out until enable() or quota
 
     expect((await post(g.app)).status).toBe(200);
     expect(upstream.keysSeen()).toEqual([K0, K1]);
-    expect(g.pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled', disabledReason: 'quota' });
-    expect(disabled).toEqual([{ id: 'key-0', hint: K0.slice(-4), reason: 'quota', status: 429, cause: 'insufficient_quota' }]);
+    expect(g.pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'disabled',
+      disabledReason: 'quota',
+      group: organizationOf(K0),
+    });
+    // Billing is the organization's: the key's group is out (one key of it here).
+    expect(disabled).toEqual([
+      { id: 'key-0', hint: K0.slice(-4), reason: 'quota', group: organizationOf(K0), status: 429, cause: 'insufficient_quota' },
+    ]);
 
     g.clock.advance(10 * 60_000);
     expect((await post(g.app)).status).toBe(200);
@@ -110,6 +125,7 @@ describe('OpenAI: a rate limit cools the key for the request model only', () => 
       hint: K0.slice(-4),
       state: 'available',
       models: [{ model: 'gpt-4o', cooldownUntil: g.clock.time + 20_000 }],
+      group: organizationOf(K0),
     });
   });
 
@@ -144,14 +160,16 @@ describe('OpenAI: the request is at fault, not the key: no mark, next key, none 
       const g = gateway(upstream.url);
       const marks: string[] = [];
       for (const event of ['rateLimited', 'disabled'] as const) g.pool.on(event, () => marks.push(event));
-      upstream.behaviour = answer;
+      upstream.behaviour = oneOrganization(answer); // keys of one organization
 
       const res = await post(g.app);
       expect(res.status).toBe(code);
       expect(res.headers['x-request-id']).toMatch(/^req_/);
       expect(upstream.keysSeen()).toEqual([K0, K1]); // a third key of the account would say it again, for the whole body
       expect(res.body.error.message).toBeTruthy();
-      expect(g.pool.snapshot()).toEqual(g.pool.ids().map((id, i) => ({ id, hint: [K0, K1, K2][i]!.slice(-4), state: 'available' })));
+      expect(g.pool.snapshot()).toEqual(
+        g.pool.ids().map((id, i) => ({ id, hint: [K0, K1, K2][i]!.slice(-4), state: 'available', ...(i < 2 ? { group: ORG } : {}) })),
+      );
       expect(marks).toEqual([]);
 
       upstream.behaviour = ok();
@@ -310,7 +328,7 @@ describe('Anthropic', () => {
     ['404 not_found_error for the model', anthropic.modelNotFound(), 404],
   ])('%s from two keys of one organization: the second answer relayed, nothing marked', async (_name, answer, code) => {
     const g = anthropicGateway();
-    upstream.behaviour = answer;
+    upstream.behaviour = oneOrganization(answer);
     const res = await postMessages(g.app);
     expect(res.status).toBe(code);
     expect(res.body.type).toBe('error');
@@ -386,7 +404,13 @@ describe('the failover option takes causes, and a cause entry wins over a status
     const g = gateway(upstream.url, { failover: { insufficient_quota: 'cooldown' } }, { defaultCooldownMs: 300_000 });
     upstream.behaviour = byKey({ [K0]: openai.insufficientQuota() }, ok());
     await post(g.app);
-    expect(g.pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'cooling', cooldownUntil: g.clock.time + 300_000 });
+    expect(g.pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'cooling',
+      cooldownUntil: g.clock.time + 300_000,
+      group: organizationOf(K0),
+    });
   });
 
   test("{ overloaded: 'skip' }: a 529 fails over to the next key", async () => {

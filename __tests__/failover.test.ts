@@ -3,7 +3,7 @@ import http from 'node:http';
 import request from 'supertest';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, status } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 
 /** When key `index` stops cooling for the request's model (gpt-4o-mini), or undefined. */
 const modelCooldown = (pool: { snapshot(): { models?: { model: string; cooldownUntil: number }[] }[] }, index: number) =>
@@ -51,7 +51,13 @@ describe('walking the pool', () => {
     expect(res.body).toEqual({ by: 'k1' });
     expect(upstream.keysSeen()).toEqual([K0, K1]);
     expect(pool.snapshot()).toEqual([
-      { id: 'key-0', hint: K0.slice(-4), state: 'available', models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 20_000 }] },
+      {
+        id: 'key-0',
+        hint: K0.slice(-4),
+        state: 'available',
+        models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 20_000 }],
+        group: organizationOf(K0),
+      },
       { id: 'key-1', hint: K1.slice(-4), state: 'available' },
       { id: 'key-2', hint: K2.slice(-4), state: 'available' },
     ]);
@@ -66,7 +72,13 @@ describe('walking the pool', () => {
     expect((await post(app)).status).toBe(200);
 
     expect(upstream.keysSeen()).toEqual([K0, K1, K1]);
-    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'disabled', disabledReason: 'auth' });
+    expect(pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'disabled',
+      disabledReason: 'auth',
+      group: organizationOf(K0),
+    });
 
     pool.enable('key-0');
     upstream.behaviour = ok();
@@ -223,7 +235,7 @@ describe('walking the pool', () => {
     clock.advance(1);
     await post(app);
     expect(upstream.keysSeen()).toEqual([K0, K1, K1, K0]);
-    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'available' });
+    expect(pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'available', group: organizationOf(K0) });
   });
 
   test("cooldowns come from the provider's reset headers, within the pool's floor and cap", async () => {

@@ -17,7 +17,7 @@ afterAll(async () => {
 
 function client(keys: string[] = [K0, K1, K2]): { openai: OpenAI; pool: KeyPool; clock: FakeClock } {
   const clock = new FakeClock();
-  const pool = new KeyPool({ keys, now: clock.now });
+  const pool = new KeyPool({ keys, now: clock.now, cooldownJitter: 0 });
   const fetch = createFailoverFetch(pool, { target: upstream.url });
   fetches.push(fetch);
   // maxRetries stays at the SDK default on purpose: our answers must not make it retry what the pool already did.

@@ -7,7 +7,7 @@ import { keyFailoverPlugin, type KeyFailoverPluginOptions } from '../lib/http-pr
 import { FakeClock, K0, K1, K2, KEYS, listen, statesFor, useMockUpstream } from './support/gateway.js';
 import { gate } from './support/client.js';
 import { byKey, json, ok, status, type Behaviour } from './support/mock-upstream.js';
-import { ORG, anthropic as anthropicAnswers, openai } from './support/provider-answers.js';
+import { ORG, anthropic as anthropicAnswers, oneOrganization, openai } from './support/provider-answers.js';
 
 /**
  * http-proxy-middleware 4, as a gateway already uses it, with the plugin:
@@ -32,7 +32,7 @@ function proxyGateway(
 ): { app: Express; pool: KeyPool; clock: FakeClock } {
   const clock = new FakeClock();
   const app = express();
-  const pool = new KeyPool({ keys: [...KEYS], now: clock.now, ...poolOptions });
+  const pool = new KeyPool({ keys: [...KEYS], now: clock.now, cooldownJitter: 0, ...poolOptions }); // exact deadlines
   app.locals['keyPool'] = pool;
   const plugin = keyFailoverPlugin({ logger: { warn: (m) => logged.push(m) }, ...pluginOptions });
   app.use('/openai', createProxyMiddleware({ target: upstream.url, changeOrigin: true, logger, plugins: [plugin], ...proxyOptions }));
@@ -110,7 +110,7 @@ describe('body-less requests fail over', () => {
 
   test('an answer about the request (403) is skipped; the same from a second key is relayed as it is', async () => {
     const { app, pool } = proxyGateway();
-    upstream.behaviour = openai.modelNotAllowed();
+    upstream.behaviour = oneOrganization(openai.modelNotAllowed());
 
     const res = seen(await request(app).get('/openai/v1/models/gpt-4o'));
 

@@ -67,6 +67,16 @@ describe('new KeyPool()', () => {
     [{ keys: [K0], minCooldownMs: 40_000_000_000 }, 'ERR_EKF_INVALID_OPTION', /option "minCooldownMs" must be at most one year/],
     [{ keys: [K0], authCooldownMs: 1e15 }, 'ERR_EKF_INVALID_OPTION', /option "authCooldownMs" must be at most one year/],
     [{ keys: [K0], cooldown: 5 }, 'ERR_EKF_UNKNOWN_OPTION', /unknown option "cooldown"/],
+    // Avoiding the 429 (issue 21).
+    [{ keys: [K0], cooldownJitter: -0.1 }, 'ERR_EKF_INVALID_OPTION', /option "cooldownJitter" must be a number from 0 to 1, got -0.1/],
+    [{ keys: [K0], cooldownJitter: '10%' }, 'ERR_EKF_INVALID_OPTION', /option "cooldownJitter" must be a number from 0 to 1, got a string/],
+    [{ keys: [K0], minRemainingTokens: 1.5 }, 'ERR_EKF_INVALID_OPTION', /option "minRemainingTokens" must be a non-negative integer/],
+    [{ keys: [K0], probeTimeoutMs: 0 }, 'ERR_EKF_INVALID_OPTION', /option "probeTimeoutMs" must be a positive integer, got 0/],
+    [{ keys: [K0], probeTimeoutMs: 1e12 }, 'ERR_EKF_INVALID_OPTION', /option "probeTimeoutMs" must be at most one year/],
+    [{ keys: [K0], affinityTtlMs: -1 }, 'ERR_EKF_INVALID_OPTION', /option "affinityTtlMs" must be a non-negative integer, got -1/],
+    [{ keys: [K0], affinityTtlMs: 1e12 }, 'ERR_EKF_INVALID_OPTION', /option "affinityTtlMs" must be at most one year/],
+    [{ keys: [K0], logger: 'console' }, 'ERR_EKF_INVALID_OPTION', /option "logger" must be an object with a warn\(message\) method/],
+    [{ keys: [{ key: K0, group: 'bad group' }] }, 'ERR_EKF_INVALID_KEYS', /index 0 has a "group" that is not/],
   ])('rejects %p with %s', (input, code, message) => {
     const error = thrown(() => new KeyPool(input as never));
     expect(error.code).toBe(code);

@@ -5,7 +5,7 @@ import { KeyPool, type KeyFailoverOptions, type KeyPoolOptions } from '../lib/in
 import { LATENCY_BUCKETS, poolMetrics, type PoolMetrics, type PoolMetricsOptions } from '../lib/metrics.js';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
 import { byKey, json, ok } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, openaiOk } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 
@@ -245,6 +245,10 @@ test('prefix and the global register; metric names are the documented ones', asy
       '# TYPE gateway_key_transitions_total counter',
       '# TYPE gateway_exhaustions_total counter',
       '# TYPE gateway_upstream_latency_seconds histogram',
+      '# TYPE gateway_key_group gauge',
+      '# TYPE gateway_remaining_skips_total counter',
+      '# TYPE gateway_probes_total counter',
+      '# TYPE gateway_affinity_total counter',
     ]);
   } finally {
     metrics.stop();
@@ -293,4 +297,38 @@ test('a relayed error status is a "relayed" attempt with no failover', async () 
   const lines = await scrape(app);
   expect(sample(lines, 'ekf_attempts_total{pool="default",outcome="relayed"}')).toBe(1);
   expect(lines.filter((l) => l.startsWith('ekf_failovers_total'))).toEqual([]);
+});
+
+test('groups, remaining-based skips, probes, affinity and a spent budget, scraped over HTTP', async () => {
+  const registry = new Registry();
+  const { app, pool, clock } = gatewayWithMetrics(registry, {}, { maxAttempts: 1 }, { keys: [{ key: K0, group: 'acme' }, K1, K2] });
+  // key-1 learns its group; its answer says no requests are left for 5 s.
+  upstream.behaviour = byKey(
+    { [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) },
+    openaiOk(
+      { object: 'response', id: 'resp_metrics000000000001' },
+      { organization: 'org-metrics0000000001', remainingRequests: 0, resetRequests: '5s' },
+    ),
+  );
+  expect((await request(app).post(CHAT).send(chatBody)).status).toBe(429); // maxAttempts 1: k0's 429, the budget spent
+  expect((await request(app).post('/v1/responses').send({ model: 'gpt-4o-mini', input: 'x' })).status).toBe(200); // key-1: key-0's group cools
+  clock.advance(10_000); // key-0's cooldown ends: its next request is a probe
+  upstream.behaviour = openaiOk();
+  await request(app).post(CHAT).send(chatBody);
+  await request(app).post('/v1/responses').send({ model: 'gpt-4o-mini', input: 'y', previous_response_id: 'resp_metrics000000000001' });
+  const lines = await scrape(app);
+  expect(lines).toEqual(
+    expect.arrayContaining([
+      'ekf_key_group{pool="default",key_id="key-0",group="acme"} 1',
+      'ekf_key_group{pool="default",key_id="key-1",group="org-metrics0000000001"} 1',
+      'ekf_remaining_skips_total{pool="default",key_id="key-1",limit="requests"} 1',
+      'ekf_probes_total{pool="default",key_id="key-0",outcome="started"} 1',
+      'ekf_probes_total{pool="default",key_id="key-0",outcome="healthy"} 1',
+      'ekf_affinity_total{pool="default",key_id="key-1",outcome="learned"} 1',
+      'ekf_affinity_total{pool="default",key_id="key-1",outcome="routed"} 1',
+      'ekf_exhaustions_total{pool="default",reason="budget"} 1',
+    ]),
+  );
+  expect(lines.some((l) => l.startsWith('ekf_key_group{pool="default",key_id="key-2"'))).toBe(false); // no group known
+  expect(pool.snapshot()[1]!.group).toBe('org-metrics0000000001');
 });

@@ -9,7 +9,7 @@ import { KeyPool, MemoryKeyStateStore, keyPassthrough } from '../lib/index.js';
 import { readModel } from '../lib/request/model.js';
 import { CHAT, FakeClock, K0, K1, K2, chatBody, gateway, statesFor, useMockUpstream } from './support/gateway.js';
 import { byKey, ok } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 
@@ -64,12 +64,18 @@ describe('a rate limit is scoped to the model', () => {
     const g = gateway(upstream.url, {}, { modelScope: () => undefined });
     upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o', { 'retry-after': '30' }) }, ok());
     await post(g.app, 'gpt-4o');
-    expect(g.pool.snapshot()[0]).toEqual({ id: 'key-0', hint: K0.slice(-4), state: 'cooling', cooldownUntil: g.clock.time + 30_000 });
+    expect(g.pool.snapshot()[0]).toEqual({
+      id: 'key-0',
+      hint: K0.slice(-4),
+      state: 'cooling',
+      cooldownUntil: g.clock.time + 30_000,
+      group: organizationOf(K0),
+    });
   });
 
   test('a request without a model (keyPassthrough GET /v1/models) that gets a 429 cools the key for its route, not the whole key', async () => {
     const clock = new FakeClock();
-    const pool = new KeyPool({ keys: [K0, K1], now: clock.now });
+    const pool = new KeyPool({ keys: [K0, K1], now: clock.now, cooldownJitter: 0 });
     const { app, close } = passthroughApp(pool);
     upstream.behaviour = byKey({ [K0]: openai.rateLimitedNoCode({ 'retry-after': '12' }) }, ok({ object: 'list', data: [] }));
     const res = await request(app).get('/v1/models');
@@ -80,6 +86,7 @@ describe('a rate limit is scoped to the model', () => {
       hint: K0.slice(-4),
       state: 'available',
       models: [{ model: '/v1/models', cooldownUntil: clock.time + 12_000 }],
+      group: organizationOf(K0),
     });
     upstream.reset();
     upstream.behaviour = ok({ object: 'list', data: [] });

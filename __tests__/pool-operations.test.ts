@@ -3,7 +3,7 @@ import request from 'supertest';
 import { KeyPool, type KeyPoolEvents } from '../lib/index.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, useMockUpstream } from './support/gateway.js';
 import { MockUpstream, byKey } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 
 const walk = (pool: KeyPool): string[] => {
   const ids: string[] = [];
@@ -260,6 +260,7 @@ describe('events', () => {
           cooldownMs: 12_000,
           cooldownUntil: clock.time + 12_000,
           model: 'gpt-4o-mini',
+          group: organizationOf(K0), // a rate limit is its organization's
           status: 429,
           cause: 'rate_limited',
           ...request42,

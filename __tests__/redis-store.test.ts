@@ -5,7 +5,7 @@ import type { KeyPoolOptions } from '../lib/index.js';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, stateId } from './support/gateway.js';
 import { MockUpstream, byKey, ok } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 import { RedisServer } from './support/redis-server.js';
 import { needs } from './support/services.js';
 
@@ -84,9 +84,14 @@ const modelLeft = (r: Replica, id: string, model = chatBody.model) =>
 const IDS = new Map(KEYS.map((key, i) => [`key-${i}`, stateId(`key-${i}`, key)]));
 /** The Redis key of a pool key's state: by its id and a fingerprint of its value, never the value. */
 const rk = (kind: string, id: string) => `${prefix}${kind}:${IDS.get(id)}`;
-/** What is left, in Redis, of key `id`'s cooldown for `model`. */
+/**
+ * The state id of the group of key `id`: each key's answers name an organization of its own (the mock's), and
+ * a rate limit is its organization's, so that is where its cooldowns live.
+ */
+const groupOf = (id: string) => `${organizationOf(KEYS[Number(id.slice(4))])}@group`;
+/** What is left, in Redis, of key `id`'s (its group's) cooldown for `model`. */
 async function scopedLeftInRedis(id: string, model = chatBody.model): Promise<number> {
-  const sid = IDS.get(id)!;
+  const sid = groupOf(id);
   const [score, [seconds, micros]] = await Promise.all([
     inspector.zscore(`${prefix}scoped`, `${sid.length}:${sid}${model}`),
     inspector.time(),
@@ -152,7 +157,7 @@ test('a 429 seen by replica A makes replica B skip that key for that model on it
   const left = await scopedLeftInRedis('key-0');
   expect(left).toBeGreaterThan(29_000);
   expect(left).toBeLessThanOrEqual(30_000);
-  const pttl = await inspector.pttl(rk('scoped', 'key-0'));
+  const pttl = await inspector.pttl(`${prefix}scoped:${groupOf('key-0')}`);
   expect(pttl).toBeGreaterThan(29_000);
   expect(pttl).toBeLessThanOrEqual(30_000);
 });
@@ -273,8 +278,19 @@ test('no key value is ever stored in Redis or published', async () => {
               : [type];
     stored.push(key, ...values);
   }
-  expect(stored).toEqual(expect.arrayContaining([rk('cooldown', 'key-2'), rk('scoped', 'key-0'), rk('enabled', 'key-1'), 'gpt-4o-mini']));
-  expect(messages.some((m) => m.includes(`"id":"${IDS.get('key-1')}"`) && m.includes('"reason":"quota"'))).toBe(true);
+  expect(stored).toEqual(
+    expect.arrayContaining([
+      rk('cooldown', 'key-2'),
+      `${prefix}scoped:${groupOf('key-0')}`,
+      rk('enabled', 'key-1'),
+      `${prefix}groups`,
+      IDS.get('key-0'),
+      organizationOf(K0),
+      'gpt-4o-mini',
+    ]),
+  );
+  // The empty account is its organization's: key-1's group is out.
+  expect(messages.some((m) => m.includes(`"id":"${groupOf('key-1')}"`) && m.includes('"reason":"quota"'))).toBe(true);
   expect(messages.some((m) => m.includes('"scope":"gpt-4o-mini"'))).toBe(true);
   for (const text of [...stored, ...messages]) for (const key of KEYS) expect(text).not.toContain(key);
 });
@@ -340,7 +356,7 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
   expect(modelLeft(a, 'key-0')).toBeGreaterThan(25_000);
   expect(remaining(a, 'key-2')).toBeGreaterThan(40_000);
   expect(await scopedLeftInRedis('key-0')).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1);
+  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
   upstream.seen.length = 0;
   const res = await post(b.app);
   expect(res.status).toBe(429); // every key out on B too: key-0 and key-2 cooling, key-1 disabled
@@ -404,7 +420,7 @@ test('a replica whose catch-up never succeeded gives back, after a restart, the 
   expect(remaining(b, 'key-0')).toBeGreaterThan(25_000);
   expect(stateOf(b, 'key-1').state).toBe('disabled');
   expect(await inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1);
+  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
   expect(logsB).toHaveLength(1);
 }, 30_000);
 

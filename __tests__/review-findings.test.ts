@@ -19,7 +19,7 @@ import {
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
 import { gate } from './support/client.js';
 import { byKey, json, ok, type Behaviour, type SeenRequest } from './support/mock-upstream.js';
-import { ANTHROPIC_ORG, ORG, anthropic, anthropicError, openai } from './support/provider-answers.js';
+import { ANTHROPIC_ORG, ORG, anthropic, anthropicError, oneOrganization, openai } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 const opened: KeyFailoverMiddleware[] = [];
@@ -193,7 +193,7 @@ describe('Anthropic has no "request too large" cause', () => {
       'anthropic-ratelimit-requests-limit': '50',
       'anthropic-ratelimit-requests-remaining': '49',
     };
-    upstream.behaviour = (req, res) =>
+    upstream.behaviour = oneOrganization((req, res) =>
       req.body.length > 100_000
         ? anthropicError(
             429,
@@ -203,7 +203,8 @@ describe('Anthropic has no "request too large" cause', () => {
             },
             fullBucket,
           )(req, res)
-        : json(res, 200, { id: 'msg_1', type: 'message', content: [{ type: 'text', text: 'hi' }] });
+        : json(res, 200, { id: 'msg_1', type: 'message', content: [{ type: 'text', text: 'hi' }] }),
+    );
     const message = (content: string) =>
       request(g.app)
         .post(MESSAGES)
@@ -351,7 +352,7 @@ describe('a client that leaves marks no key', () => {
 describe('one request, many upstream calls', () => {
   test('review (fixed): a request for a model that does not exist is sent once per key (a 20 MiB body is sent N times)', async () => {
     const g = gateway(upstream.url);
-    upstream.behaviour = openai.modelNotFound('no-such-model');
+    upstream.behaviour = oneOrganization(openai.modelNotFound('no-such-model')); // a pool of one organization: the usual case
     const res = await request(g.app)
       .post(CHAT)
       .send({ model: 'no-such-model', messages: [{ role: 'user', content: 'x'.repeat(1_000_000) }] });

@@ -2,7 +2,9 @@ import express from 'express';
 import http from 'node:http';
 import { inspect } from 'node:util';
 import request from 'supertest';
-import { createFailoverFetch, keyFailover, keyPassthrough, KeyPool } from '../lib/index.js';
+import { Registry } from 'prom-client';
+import { createFailoverFetch, keyFailover, keyPassthrough, KeyPool, poolStatus } from '../lib/index.js';
+import { poolMetrics } from '../lib/metrics.js';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
 import { byKey, ok, status } from './support/mock-upstream.js';
 
@@ -196,3 +198,95 @@ test('nor in the answers of the passthrough guards, the SDK-facing headers, crea
     expect(everything).not.toContain(key.slice(3));
   }
 });
+
+test('nor in what avoiding the 429 lets out: groups, skips, probes, objects, budgets, their events, metrics, page and warnings', async () => {
+  const out: string[] = [];
+  const events: string[] = [];
+  const warned: string[] = [];
+  const g = gateway(upstream.url, { logger, maxAttempts: 2 }, { logger: { warn: (m) => warned.push(m) }, strategy: 'round-robin' }, (app) =>
+    app.get('/status', poolStatus()),
+  );
+  const registry = new Registry();
+  const metrics = poolMetrics(g.pool, { register: registry });
+  for (const name of [
+    'rateLimited',
+    'disabled',
+    'enabled',
+    'failover',
+    'exhausted',
+    'attempt',
+    'grouped',
+    'depleted',
+    'probe',
+    'affinity',
+  ] as const) {
+    g.pool.on(name, (e: unknown) => void events.push(`${name} ${JSON.stringify(e)}`));
+  }
+  // A hostile upstream that echoes the request's key into the organization header and into the created object's id.
+  upstream.behaviour = (req, res) => {
+    const body = JSON.stringify({ id: `resp_${req.key}`, object: 'response' });
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'openai-organization': `org-${req.key}`,
+      'x-ratelimit-remaining-requests': '0',
+      'x-ratelimit-reset-requests': '2s',
+    });
+    res.end(body);
+  };
+  // (Its answers themselves are relayed as they are, echo included: they are the upstream's, not the gateway's; not scanned.)
+  for (let i = 0; i < 3; i++) await request(g.app).post('/v1/responses').send({ model: 'gpt-4o', input: 'x' });
+  expect(g.pool.snapshot().map((k) => k.group)).toEqual([undefined, undefined, undefined]); // nothing learned from an echo
+  expect(events.filter((e) => e.startsWith('affinity'))).toEqual([]); // nor any object id holding a key
+  // The same organization for every key (one warning), a 429 for the group, a probe, a remembered object, a spent budget.
+  upstream.behaviour = (req, res) =>
+    req.url === '/v1/responses' ? openaiOkFor(req.key!, res, { id: 'resp_0123456789abcdef', object: 'response' }) : openaiRateLimited(res);
+  out.push(JSON.stringify((await request(g.app).post('/v1/responses').send({ model: 'gpt-4o', input: 'x' })).body));
+  g.clock.advance(2_000);
+  for (let i = 0; i < 3; i++)
+    out.push(JSON.stringify((await request(g.app).post('/v1/responses').send({ model: 'gpt-4o', input: 'x' })).body));
+  const limited = await request(g.app).post(CHAT).send(chatBody);
+  out.push(`${limited.status} ${JSON.stringify(limited.headers)} ${limited.text}`);
+  g.clock.advance(60_000);
+  out.push(
+    (await request(g.app).post('/v1/responses').send({ model: 'gpt-4o', input: 'y', previous_response_id: 'resp_0123456789abcdef' })).text,
+  );
+  out.push((await request(g.app).get('/status')).text, (await request(g.app).get('/status?format=html')).text, await registry.metrics());
+  out.push(JSON.stringify(g.pool.snapshot()), inspect(g.pool, { depth: 10, showHidden: true }));
+  for (const create of [
+    () => new KeyPool([{ key: K0, group: K1 + ' ' }]),
+    () => keyFailover({ maxAttempts: K2 as never }),
+    () => new KeyPool({ keys: [...KEYS], cooldownJitter: K0 as never }),
+  ]) {
+    try {
+      create();
+      out.push('did not throw');
+    } catch (error) {
+      out.push(String(error), inspect(error));
+    }
+  }
+  metrics.stop();
+  expect(events.some((e) => e.startsWith('grouped'))).toBe(true);
+  expect(events.some((e) => e.startsWith('depleted'))).toBe(true);
+  expect(events.some((e) => e.startsWith('affinity'))).toBe(true);
+  expect(warned).toHaveLength(1);
+  expect(out.filter((o) => o === 'did not throw')).toEqual([]);
+  const everything = [...out, ...events, ...warned, ...warnings].join('\n');
+  for (const key of KEYS) {
+    expect(everything).not.toContain(key);
+    expect(everything).not.toContain(key.slice(3));
+  }
+});
+
+function openaiOkFor(_key: string, res: http.ServerResponse, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(200, { 'content-type': 'application/json', 'openai-organization': 'org-OneForAll000000001' });
+  res.end(text);
+}
+
+function openaiRateLimited(res: http.ServerResponse): void {
+  const text = JSON.stringify({
+    error: { message: 'Rate limit reached for gpt-4o-mini', type: 'requests', param: null, code: 'rate_limit_exceeded' },
+  });
+  res.writeHead(429, { 'content-type': 'application/json', 'openai-organization': 'org-OneForAll000000001', 'retry-after': '1' });
+  res.end(text);
+}

@@ -16,7 +16,7 @@ import { poolStatus } from '../lib/index.js';
 import { colourDistance, dominantColour, hexToRgb, launchChromium } from './support/chromium.js';
 import { CHAT, K0, K1, KEYS, chatBody, closeGateways, gateway, listen, type Gateway } from './support/gateway.js';
 import { MockUpstream, byKey, ok, type Behaviour } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 import { needs } from './support/services.js';
 
 // Skipped, with one line at the end of the run, where Chromium is missing (a failure in CI mode).
@@ -131,6 +131,8 @@ test('the page renders each key with its state; the CSP lets its own script run'
   ]);
   expect(await badge('key-0').textContent()).toBe('cooling');
   expect(await page.locator('tr[data-key-id="key-0"] td.hint').textContent()).toBe(`…${K0.slice(-4)}`);
+  // Each key's group, learned from the organization its answers name.
+  expect(await page.locator('tr[data-key-id] td.group').allTextContents()).toEqual([K0, K1, KEYS[2]].map((k) => organizationOf(k)));
   expect(await countdown('key-1').textContent()).toBe('until enabled');
   expect(
     await page.locator('tr[data-key-id="key-2"] td.models .model').evaluateAll((els) => els.map((e) => e.getAttribute('data-model'))),
@@ -176,6 +178,12 @@ test('the countdown runs on the page clock, against the server time (months away
 test('the page refreshes from ?format=json behind the same auth and follows the pool', async () => {
   gw.pool.enable('key-1');
   gw.clock.advance(120_000);
+  // key-2's answers said gpt-4o-mini has nothing left for 40 s: the pool's own skip, shown as such.
+  const walker = gw.pool.walker();
+  let key2 = walker.next();
+  while (key2 !== undefined && key2.id !== 'key-2') key2 = walker.next();
+  if (key2 === undefined) throw new Error('key-2 is not available');
+  gw.pool.lessons.markDepleted(key2, 40_000, 'gpt-4o-mini', { limit: 'requests', remaining: 0 });
   await Promise.all(held.splice(0).map((route) => route.continue()));
   await page.unroute(REFRESH);
 
@@ -183,6 +191,11 @@ test('the page refreshes from ?format=json behind the same auth and follows the 
   expect(seconds(await countdown('key-0').textContent())).toBeLessThanOrEqual(480);
   expect(seconds(await countdown('key-0').textContent())).toBeGreaterThan(470);
   expect(await page.locator('#counts').textContent()).toBe('2 available · 1 cooling · 0 disabled');
+  expect(await page.locator('tr[data-key-id="key-2"] [data-reason="remaining"]').textContent()).toMatch(
+    /^gpt-4o-mini \d+s \(limit used up\)$/,
+  );
+  // The rows the page's script built from the JSON carry the group too.
+  expect(await page.locator('tr[data-key-id] td.group').allTextContents()).toEqual([K0, K1, KEYS[2]].map((k) => organizationOf(k)));
   expect(await page.locator('#note').textContent()).toMatch(/^Updated .*; refreshes every 2 s\.$/);
 });
 

@@ -5,7 +5,7 @@ import { KeyPool, poolStatus } from '../lib/index.js';
 import { renderStatusPage } from '../lib/status-page.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
 import { byKey, ok } from './support/mock-upstream.js';
-import { openai } from './support/provider-answers.js';
+import { openai, organizationOf } from './support/provider-answers.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8';
 const hint = (key: string) => key.slice(-4);
@@ -43,8 +43,14 @@ describe('JSON', () => {
       strategy: 'ordered',
       counts: { available: 2, cooling: 0, disabled: 1 },
       keys: [
-        { id: 'key-0', hint: hint(K0), state: 'available', models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 30_000 }] },
-        { id: 'key-1', hint: hint(K1), state: 'disabled', disabledReason: 'auth' },
+        {
+          id: 'key-0',
+          hint: hint(K0),
+          state: 'available',
+          models: [{ model: 'gpt-4o-mini', cooldownUntil: clock.time + 30_000 }],
+          group: organizationOf(K0),
+        },
+        { id: 'key-1', hint: hint(K1), state: 'disabled', disabledReason: 'auth', group: organizationOf(K1) },
         { id: 'key-2', hint: hint(K2), state: 'available' },
       ],
     });
@@ -54,7 +60,7 @@ describe('JSON', () => {
     const later = await request(app).get('/admin/keys');
     expect(later.body.now).toBe(clock.time);
     expect(later.body.counts).toEqual({ available: 2, cooling: 0, disabled: 1 });
-    expect(later.body.keys[0]).toEqual({ id: 'key-0', hint: hint(K0), state: 'available' });
+    expect(later.body.keys[0]).toEqual({ id: 'key-0', hint: hint(K0), state: 'available', group: organizationOf(K0) });
   });
 
   test('an authCooldownMs gives a disabled key its disabledUntil', async () => {
@@ -66,6 +72,7 @@ describe('JSON', () => {
       state: 'disabled',
       disabledReason: 'auth',
       disabledUntil: clock.time + 300_000,
+      group: organizationOf(K1),
     });
   });
 
@@ -146,6 +153,7 @@ describe('HTML', () => {
     expect(res.text).toContain(`<main id="pool" data-now="${clock.time}">`);
     expect(res.text).toContain(
       `<tr data-key-id="key-0" data-state="available"><td class="id">key-0</td><td class="hint">…${hint(K0)}</td>` +
+        `<td class="group">${organizationOf(K0)}</td>` +
         `<td class="state"><span class="badge available">available</span></td><td class="remaining"></td>` +
         `<td class="models"><span class="model" data-model="gpt-4o-mini">gpt-4o-mini <span data-until="${clock.time + 30_000}">30s</span></span></td></tr>`,
     );
@@ -165,11 +173,37 @@ describe('HTML', () => {
     const page = renderedFor(pool);
     expect(page).toContain(
       `<tr data-key-id="key-2" data-state="cooling"><td class="id">key-2</td><td class="hint">…${hint(K2)}</td>` +
+        `<td class="group">—</td>` +
         `<td class="state"><span class="badge cooling">cooling</span></td>` +
         `<td class="remaining" data-until="${clock.time + 45_000}" title="${new Date(clock.time + 45_000).toISOString()}">45s</td>`,
     );
     expect(page).toContain('<span class="badge disabled">disabled</span><span class="reason">out of quota</span></td>');
     expectNoKeyValue(res.text);
+  });
+
+  test("the group column, a key being probed, and the pool's own skips ahead of a 429 (limit used up), escaped", async () => {
+    const clock = new FakeClock();
+    const pool = new KeyPool({ keys: [{ key: K0, group: '<acme>' }, K1, K2], now: clock.now, cooldownJitter: 0 });
+    // key-0's group: no requests left for gpt-4o-mini (an answer said so); key-1: a 429 that ended, its probe out.
+    pool.lessons.markDepleted(pool.walker().next()!, 12_000, 'gpt-4o-mini', { limit: 'requests', remaining: 0 });
+    pool.lessons.markDepleted(pool.walker().next()!, 20_000, undefined, { limit: 'requests', remaining: 0 });
+    pool.markRateLimited('key-1', 1_000);
+    clock.advance(1_000);
+    const walker = pool.walker();
+    expect(walker.next()?.id).toBe('key-1');
+    expect(walker.probe).toBeDefined();
+    const page = renderedFor(pool);
+    expect(page).toContain(
+      '<td class="group">&lt;acme&gt;</td><td class="state"><span class="badge cooling">cooling</span><span class="reason">limit used up</span></td>',
+    );
+    expect(page).toContain(
+      `<span class="model" data-model="gpt-4o-mini" data-reason="remaining">gpt-4o-mini <span data-until="${clock.time + 11_000}">11s</span> (limit used up)</span>`,
+    );
+    expect(page).toContain(
+      '<td class="group">—</td><td class="state"><span class="badge available">available</span><span class="reason">probing</span></td>',
+    );
+    expect(pool.snapshot()[1]).toEqual({ id: 'key-1', hint: hint(K1), state: 'available', probing: true });
+    expect(pool.snapshot()[0]).toMatchObject({ group: '<acme>', coolingReason: 'remaining' });
   });
 
   test('a disabled key with no authCooldownMs is "until enabled"; a short key has no hint', async () => {

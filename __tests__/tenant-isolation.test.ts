@@ -14,7 +14,7 @@ import { anthropicFailures } from '../lib/providers/anthropic-causes.js';
 import { decodableAcceptEncoding } from '../lib/upstream/request-headers.js';
 import { CHAT, K0, K1, K2, KEYS, chatBody, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
 import { byKey, json, ok } from './support/mock-upstream.js';
-import { ANTHROPIC_ORG, ORG, anthropic, openai, openaiError } from './support/provider-answers.js';
+import { ANTHROPIC_ORG, ORG, anthropic, oneOrganization, openai, openaiError } from './support/provider-answers.js';
 
 const upstream = useMockUpstream();
 const opened: KeyFailoverMiddleware[] = [];
@@ -311,11 +311,13 @@ describe("Anthropic's 429: a limit used up, or a request larger than what is lef
 
   test('a request too large marks nothing, and a second key of the organization saying the same ends the walk', async () => {
     const g = gateway(upstream.url, { provider: 'anthropic' });
-    upstream.behaviour = anthropic.rateLimited({
-      'retry-after': '20',
-      'anthropic-ratelimit-requests-remaining': '49',
-      'anthropic-ratelimit-input-tokens-remaining': '30000',
-    });
+    upstream.behaviour = oneOrganization(
+      anthropic.rateLimited({
+        'retry-after': '20',
+        'anthropic-ratelimit-requests-remaining': '49',
+        'anthropic-ratelimit-input-tokens-remaining': '30000',
+      }),
+    );
     const res = await request(g.app).post('/v1/messages').send({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [] });
     expect(res.status).toBe(429);
     expect(upstream.keysSeen()).toEqual([K0, K1]);

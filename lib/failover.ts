@@ -9,6 +9,8 @@ import type { FailoverAction, FailureCause } from './providers/causes.js';
 import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
 import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
 import { holdStream, isPlainEventStream, type StreamHold } from './upstream/stream-hold.js';
+import { learnCreated, startWalk, type ObjectRoute } from './walk/affinity.js';
+import { NO_BUDGET, WalkSession, type AttemptLimits } from './walk/session.js';
 
 export type { FailoverAction, FailoverPolicy };
 
@@ -23,6 +25,8 @@ export interface WalkContext {
   stream?: StreamHold | undefined;
   /** Aborted when the client goes away: a hold it ends is no upstream failure. */
   signal?: AbortSignal | undefined;
+  /** The upstream objects the request names or creates (affinity). */
+  objects?: ObjectRoute | undefined;
 }
 
 /** How one walk over the pool ended. */
@@ -53,23 +57,28 @@ type Answered = Pick<UpstreamResponse, 'status' | 'headers'>;
 export async function walkPool(
   pool: KeyPool,
   policy: FailoverPolicy,
-  send: (key: PoolKey) => Promise<UpstreamResponse>,
+  send: (key: PoolKey, limits?: AttemptLimits) => Promise<UpstreamResponse>,
   context: WalkContext = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker(context.model, context.route);
   const { requestId } = context;
+  // A request naming an object goes to the key that created it (or gets the pool's 429 while that key cools).
+  const walker = startWalk(pool, context.model, context.route, context.objects, requestId);
+  if ('kind' in walker) return walker; // not a walker: the pool's 429
+  const session = new WalkSession(pool, walker, policy.budget ?? NO_BUDGET, requestId);
   const observed = pool.listenerCount('attempt') > 0;
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
   let requestCaused: { signature: string | undefined; account: string | undefined } | undefined;
   let attempt = 0;
-  for (let key = walker.next(); key !== undefined; key = walker.next()) {
+  for (let key = session.next(); key !== undefined; key = session.next()) {
+    if (!(await session.admit(key))) continue; // a probe another replica is sending
     attempt++;
     const started = observed ? performance.now() : 0;
     let response: UpstreamResponse;
     try {
-      response = await send(key);
+      response = await send(key, session.limits());
     } catch (error) {
+      session.failed();
       const outcome = failureOutcome(error);
       if (observed) {
         const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
@@ -81,6 +90,7 @@ export async function walkPool(
     if (context.stream !== undefined && context.stream.holdMs > 0 && isPlainEventStream(response)) {
       const held = await holdStream(response, context.stream);
       if (held.kind === 'lost') {
+        session.failed();
         const outcome: WalkOutcome = context.signal?.aborted ? { kind: 'aborted' } : { kind: 'error', error: 'upstream_unreachable' };
         if (observed) {
           const reason = outcome.kind === 'aborted' ? 'aborted' : 'unreachable';
@@ -91,9 +101,11 @@ export async function walkPool(
       if (held.kind === 'commit') response = held.response;
       else verdict = judgeStreamFailure(policy, held.failure, response);
     }
+    session.heard(key, response.headers);
     verdict ??= await judge(policy, response);
     if (context.signal?.aborted) {
       // The client left while the answer was read: what was read of it says nothing about the key.
+      session.failed();
       release(verdict);
       if (unconfirmed) release(unconfirmed.verdict);
       if (observed)
@@ -105,6 +117,7 @@ export async function walkPool(
     const answered: Answered = { status, headers: response.headers };
     // An unrecognised 401 waits for a second key's answer, whether its body was read, lost or too large to hold.
     const provisional = verdict.cause === 'unauthorized' && verdict.action === 'disable';
+    session.judged(key, response.headers, provisional ? 'pending' : verdict.action);
     if (observed) {
       const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
       attempted(pool, walker, { key, attempt, started, outcome, status, cause: verdict.cause, inStream: verdict.inStream, requestId });
@@ -120,7 +133,7 @@ export async function walkPool(
       release(unconfirmed.verdict);
       unconfirmed = undefined;
     }
-    if (verdict.action === 'relay') return relayOf(verdict);
+    if (verdict.action === 'relay') return created(pool, key, context, relayOf(verdict));
     if (provisional) {
       unconfirmed = { key, answered, verdict };
       continue;
@@ -145,7 +158,16 @@ export async function walkPool(
   }
   // An unrecognised 401 that no other key could confirm marks nothing: it is relayed, as the last word.
   if (unconfirmed) return relayOf(unconfirmed.verdict);
-  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId);
+  return lastSkipped ? { kind: 'held', response: lastSkipped } : exhaustedOutcome(pool, walker, requestId, session.spent);
+}
+
+/** A relayed 2xx answer to a create call: the key that made the object is remembered for it (affinity). */
+function created(pool: KeyPool, key: PoolKey, context: WalkContext, outcome: WalkOutcome): WalkOutcome {
+  const creates = context.objects?.creates;
+  if (creates !== undefined && outcome.kind === 'relay' && outcome.response.status >= 200 && outcome.response.status < 300) {
+    learnCreated(pool, key, creates, outcome.response, context.requestId);
+  }
+  return outcome;
 }
 
 /** Frees the connection of a verdict's answer that will not be relayed. */
@@ -181,9 +203,12 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
   if (requestId !== undefined) details.requestId = requestId;
   if (action === 'cooldown') {
     const cooldownMs = cooldownFromHeaders(answer.headers, pool.now(), pool.cooldownBounds) ?? pool.defaultCooldownMs;
-    pool.markAnswer(key, { cooldownMs }, details, cause === 'rate_limited' ? walker.scope() : undefined);
+    // A rate limit is the group's (its organization's), for the request's model.
+    const limited = cause === 'rate_limited';
+    pool.markAnswer(key, { cooldownMs, group: limited }, details, limited ? walker.scope() : undefined);
   } else if (action === 'disable') {
-    pool.markAnswer(key, { disable: true }, { ...details, reason: cause === 'insufficient_quota' ? 'quota' : 'auth' });
+    const reason = cause === 'insufficient_quota' ? 'quota' : 'auth';
+    pool.markAnswer(key, { disable: true, group: verdict.accountWide === true }, { ...details, reason });
   }
   pool.emit('failover', {
     id: key.id,
@@ -207,9 +232,16 @@ export async function sendOnce(
   send: (key: PoolKey) => Promise<UpstreamResponse>,
   context: WalkContext & { onExhausted?: () => void } = {},
 ): Promise<WalkOutcome> {
-  const walker = pool.walker(context.model, context.route);
   const { requestId } = context;
-  const key = walker.next();
+  // The key that holds an object the request names, if any.
+  const walker = startWalk(pool, context.model, context.route, context.objects, requestId);
+  if ('kind' in walker) {
+    context.onExhausted?.();
+    return walker;
+  }
+  const session = new WalkSession(pool, walker, NO_BUDGET, requestId);
+  let key = session.next();
+  while (key !== undefined && !(await session.admit(key))) key = session.next();
   if (key === undefined) {
     context.onExhausted?.();
     return exhaustedOutcome(pool, walker, requestId);
@@ -220,6 +252,7 @@ export async function sendOnce(
   try {
     response = await send(key);
   } catch (error) {
+    session.failed();
     const outcome = failureOutcome(error);
     if (observed) {
       const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
@@ -227,8 +260,10 @@ export async function sendOnce(
     }
     return outcome;
   }
+  session.heard(key, response.headers);
   const verdict = await judge(policy, response);
   if (context.signal?.aborted) {
+    session.failed();
     release(verdict);
     if (observed)
       attempted(pool, walker, { key, attempt: 1, started, outcome: 'aborted', status: response.status, cause: undefined, requestId });
@@ -236,6 +271,7 @@ export async function sendOnce(
   }
   // An unrecognised 401 marks nothing here: no second key can confirm it.
   const marks = verdict.cause !== 'unauthorized';
+  session.judged(key, response.headers, marks ? verdict.action : 'pending');
   if (observed) {
     const outcome = marks ? outcomeOf(verdict.action) : 'skip';
     attempted(pool, walker, { key, attempt: 1, started, outcome, status: response.status, cause: verdict.cause, requestId });
@@ -246,7 +282,7 @@ export async function sendOnce(
     release(verdict);
     return { kind: 'error', error: 'key_refused' };
   }
-  return relayOf(verdict);
+  return created(pool, key, context, relayOf(verdict));
 }
 
 function outcomeOf(action: FailoverAction): AttemptOutcome {
@@ -290,9 +326,14 @@ function attempted(
  * The pool error for a walk that found no key: 502 when every key is out (disabled, or out of quota),
  * else 429 with Retry-After (for the request's model: a key cooling for another model is not "no key").
  */
-export function exhaustedOutcome(pool: KeyPool, walker: KeyWalker | undefined, requestId?: string): WalkOutcome {
-  const exhaustion = pool.exhaustionFor(walker?.scope());
-  pool.emit('exhausted', { ...exhaustion, ...(requestId === undefined ? {} : { requestId }) });
+export function exhaustedOutcome(
+  pool: KeyPool,
+  walker: KeyWalker | undefined,
+  requestId?: string,
+  budget?: 'maxAttempts' | 'maxWalkMs',
+): WalkOutcome {
+  const exhaustion = pool.exhaustionFor(walker?.scope(), walker?.list);
+  pool.emit('exhausted', { ...exhaustion, ...(budget === undefined ? {} : { budget }), ...(requestId === undefined ? {} : { requestId }) });
   if (exhaustion.reason === 'disabled') return { kind: 'error', error: 'keys_disabled' };
   if (exhaustion.reason === 'quota') return { kind: 'error', error: 'keys_out_of_quota' };
   return { kind: 'error', error: 'rate_limited', retryAfterMs: Math.ceil(exhaustion.retryAfterMs) };

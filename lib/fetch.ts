@@ -14,9 +14,14 @@ import type { ResponseHeaders } from './upstream/rate-limit-headers.js';
 import { decodeBody } from './upstream/decode.js';
 import { relayableHeaders, sendAttempt, UpstreamFailure, type OutgoingHeaders } from './upstream/relay.js';
 import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS } from './upstream/request-headers.js';
+import { objectRoute } from './walk/affinity.js';
+import type { AttemptLimits } from './walk/session.js';
 import { KeyFailoverError, describeValue } from './validations.js';
 
-export type FailoverFetchOptions = Pick<KeyFailoverOptions, 'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'streamHoldMs'> & {
+export type FailoverFetchOptions = Pick<
+  KeyFailoverOptions,
+  'provider' | 'failover' | 'timeoutMs' | 'maxBodyBytes' | 'streamHoldMs' | 'maxAttempts' | 'maxWalkMs'
+> & {
   /**
    * The base URL a pool key may be sent to (its origin, and its path as a prefix); a call to any other
    * URL is refused (rejects with ERR_EKF_TARGET_MISMATCH) before a key is used. Default: the provider's
@@ -54,6 +59,8 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     'timeoutMs',
     'maxBodyBytes',
     'streamHoldMs',
+    'maxAttempts',
+    'maxWalkMs',
   ]);
   const streams = new RouteStreams(provider.streams, streamHoldMs);
   const basePath = target.pathname.replace(/\/+$/, '');
@@ -94,7 +101,7 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
     });
     if (body !== null) headers['content-length'] = String(body.length);
 
-    const send = (key: PoolKey) => {
+    const send = (key: PoolKey, limits?: AttemptLimits) => {
       const keyHeaders = { ...headers };
       addKeyHeaders(provider, key, keyHeaders);
       return sendAttempt(agent, {
@@ -104,12 +111,14 @@ export function createFailoverFetch(pool: KeyPool, options?: FailoverFetchOption
         headers: keyHeaders,
         body,
         signal,
-        timeoutMs,
+        timeoutMs: Math.min(timeoutMs, limits?.timeoutMs ?? Infinity),
       });
     };
-    const stream = request.method === 'POST' ? streams.for(url.pathname) : undefined;
-    const route = routeScope(url.pathname.slice(basePath.length) || '/');
-    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), route, stream: stream?.hold, signal });
+    const apiPath = url.pathname.slice(basePath.length) || '/';
+    const stream = request.method === 'POST' ? streams.for(apiPath) : undefined;
+    const route = routeScope(apiPath);
+    const objects = objectRoute(request.method, apiPath, body);
+    const outcome = await walkPool(pool, failover, send, { model: () => readModel(body), route, objects, stream: stream?.hold, signal });
     if (outcome.kind === 'relay' && input instanceof Request) retained.set(outcome.response.body, input);
     return toResponse(outcome, signal, request.method, request.headers.get('x-request-id'));
   };

@@ -12,6 +12,8 @@ import type { RouteScope } from './pool/scopes.js';
 import type { ModelSource } from './pool/walker.js';
 import { RouteStreams, type RouteStream } from './providers/streams.js';
 import { isPlainEventStream } from './upstream/stream-hold.js';
+import type { ObjectRoute } from './walk/affinity.js';
+import type { AttemptLimits } from './walk/session.js';
 import { HEADER_SAFE } from './pool/keys.js';
 import { addKeyHeaders } from './providers/provider.js';
 import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS, decodableAcceptEncoding } from './upstream/request-headers.js';
@@ -34,6 +36,7 @@ export type Caller = { clientKey: string } | { pool: KeyPool };
 export interface Forwarding {
   model?: ModelSource;
   route?: RouteScope | undefined;
+  objects?: ObjectRoute | undefined;
   stream?: RouteStream | undefined;
 }
 
@@ -94,10 +97,11 @@ export class Forwarder {
 
   /**
    * One attempt with the client's key, relayed whatever it says; or a walk over the pool.
-   * `model` reads the request's model, for the pool's per-model cooldowns; `stream` holds the
-   * opening of a 200 event stream (a route that streams).
+   * `model` reads the request's model, for the pool's per-model cooldowns (`route` scopes it when the
+   * model cannot be read); `stream` holds the opening of a 200 event stream (a route that streams);
+   * `objects`, the upstream objects it names or creates (affinity).
    */
-  forward(caller: Caller, request: Outgoing, req: Request, { model, route, stream }: Forwarding = {}): Promise<WalkOutcome> {
+  forward(caller: Caller, request: Outgoing, req: Request, { model, route, stream, objects }: Forwarding = {}): Promise<WalkOutcome> {
     if ('clientKey' in caller) {
       // The header or query parameter the client's key came in (whichever a byok function read) does not travel on: the key header carries it.
       return this.send(caller.clientKey, withoutClientKey(request, caller.clientKey)).then(
@@ -105,10 +109,11 @@ export class Forwarder {
         failureOutcome,
       );
     }
-    return walkPool(caller.pool, this.options.failover, (key) => this.send(key, request), {
+    return walkPool(caller.pool, this.options.failover, (key, limits) => this.send(key, request, limits), {
       requestId: this.requestId(req),
       model,
       route,
+      objects,
       stream: stream?.hold,
       signal: request.signal,
     });
@@ -185,11 +190,12 @@ export class Forwarder {
     return { signal: controller.signal, controller };
   }
 
-  /** One attempt: with a pool key, its own account headers go too. */
-  send(key: PoolKey | string, request: Outgoing): Promise<UpstreamResponse> {
+  /** One attempt: with a pool key, its own account headers go too. `limits` can shorten its timeout (maxWalkMs). */
+  send(key: PoolKey | string, request: Outgoing, limits?: AttemptLimits): Promise<UpstreamResponse> {
     const headers = { ...request.headers };
     addKeyHeaders(this.options.provider, key, headers);
-    return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs: this.options.timeoutMs });
+    const timeoutMs = Math.min(this.options.timeoutMs, limits?.timeoutMs ?? Infinity);
+    return sendAttempt(this.dispatcher, { ...request, headers, timeoutMs });
   }
 
   /** Writes the walk's outcome; a relayed event stream cut after its commit ends with `stream`'s break event. */

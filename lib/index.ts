@@ -14,7 +14,7 @@ export {
   type Strategy,
 } from './pool/key-pool.js';
 export type { ModelScopeFunction } from './pool/scopes.js';
-export type { AttemptOutcome, KeyPoolEvents, KeyRef } from './pool/events.js';
+export type { AffinityOutcome, AttemptOutcome, KeyPoolEvents, KeyRef, ProbeOutcome, RemainingLimit } from './pool/events.js';
 export {
   MemoryKeyStateStore,
   type DisabledReason,

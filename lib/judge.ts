@@ -17,12 +17,15 @@ import {
 import type { StreamFailure } from './providers/streams.js';
 import { readFailure } from './upstream/failure-body.js';
 import type { HeldResponse, UpstreamResponse } from './upstream/relay.js';
+import type { WalkBudget } from './walk/session.js';
 
 /** How the walk judges a failing answer: the user's entries first (cause, then status), then the cause's default. */
 export interface FailoverPolicy {
   readonly statuses: ReadonlyMap<number, FailoverAction>;
   readonly causes: ReadonlyMap<FailureCause, FailoverAction>;
   readonly classifier: FailureClassifier;
+  /** How many attempts, and how long, one request may take (maxAttempts, maxWalkMs). */
+  readonly budget?: WalkBudget;
 }
 
 /** One answer, judged: what it does to the key, and what is left of it to relay. */
@@ -38,6 +41,8 @@ export interface Verdict {
    * such answers from different accounts are told apart. Undefined when it names none.
    */
   account?: string;
+  /** An empty account that the provider says is the whole organization's: every key of its group is out. */
+  accountWide?: boolean;
   /** The failure was an error frame inside a 200 stream, before its content. */
   inStream?: true;
 }
@@ -76,6 +81,7 @@ function verdictOf(policy: FailoverPolicy, failure: FailureAnswer, answer: Verdi
   const action =
     (cause && policy.causes.get(cause)) ?? policy.statuses.get(failure.status) ?? (cause && DEFAULT_CAUSE_ACTIONS[cause]) ?? 'relay';
   const verdict: Verdict = { action, cause, answer, signature: policy.classifier.signature(failure) };
+  if (cause === 'insufficient_quota' && policy.classifier.accountWide?.(failure) === true) verdict.accountWide = true;
   if (cause === 'request_not_allowed' || cause === 'request_too_large') {
     const account = accountNamed(failure);
     if (account !== undefined) verdict.account = account;

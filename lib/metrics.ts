@@ -66,6 +66,10 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     transitions: `${prefix}key_transitions_total`,
     exhaustions: `${prefix}exhaustions_total`,
     latency: `${prefix}upstream_latency_seconds`,
+    groups: `${prefix}key_group`,
+    remainingSkips: `${prefix}remaining_skips_total`,
+    probes: `${prefix}probes_total`,
+    affinity: `${prefix}affinity_total`,
   };
   // Every name is checked before anything is registered, so that a refused call leaves the registry as it was.
   const existingKeyState = existing<KeyStateGauge>(registry, Gauge, names.keyState, KEY_STATE_LABELS);
@@ -87,6 +91,10 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
   existing(registry, Counter, names.transitions, ['pool', 'key_id', 'to', 'reason']);
   existing(registry, Counter, names.exhaustions, ['pool', 'reason']);
   existing(registry, Histogram, names.latency, ['pool', 'outcome']);
+  existing(registry, Gauge, names.groups, ['pool', 'key_id', 'group']);
+  existing(registry, Counter, names.remainingSkips, ['pool', 'key_id', 'limit']);
+  existing(registry, Counter, names.probes, ['pool', 'key_id', 'outcome']);
+  existing(registry, Counter, names.affinity, ['pool', 'key_id', 'outcome']);
 
   // key_state first: prom-client collects in registration order, and the gauge's
   // snapshot() may bring back a key whose authCooldownMs ran out (an 'enabled'
@@ -149,7 +157,7 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
     Counter,
     names.exhaustions,
     ['pool', 'reason'],
-    'Requests that found no key left, by reason (rate_limited, disabled).',
+    'Requests that found no key left, by reason (rate_limited, disabled, quota; budget: its maxAttempts or maxWalkMs was spent).',
   );
   const latency =
     existing(registry, Histogram, names.latency, ['pool', 'outcome']) ??
@@ -160,6 +168,42 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       buckets: [...LATENCY_BUCKETS],
       registers: [registry],
     });
+  // Each key's group (configured, or learned from the provider's answers): 1 per key that has one.
+  if (!existing(registry, Gauge, names.groups, ['pool', 'key_id', 'group'])) {
+    new Gauge({
+      name: names.groups,
+      help: "Each key's group (the organization whose limits it shares): 1 for the group it is in.",
+      labelNames: ['pool', 'key_id', 'group'],
+      registers: [registry],
+      collect(this: Gauge) {
+        this.reset();
+        for (const [name, source] of keyState[SOURCES] ?? []) {
+          for (const key of source.snapshot()) if (key.group !== undefined) this.set({ pool: name, key_id: key.id, group: key.group }, 1);
+        }
+      },
+    });
+  }
+  const remainingSkips = orNew(
+    registry,
+    Counter,
+    names.remainingSkips,
+    ['pool', 'key_id', 'limit'],
+    'Times the pool set a key (its group) aside ahead of a 429, because an answer said its requests (or tokens) were used up, by limit.',
+  );
+  const probes = orNew(
+    registry,
+    Counter,
+    names.probes,
+    ['pool', 'key_id', 'outcome'],
+    'Probes after a cooldown ended, by outcome (started, healthy, cooled, released).',
+  );
+  const affinity = orNew(
+    registry,
+    Counter,
+    names.affinity,
+    ['pool', 'key_id', 'outcome'],
+    'Stateful objects kept on the key that created them, by outcome (learned, routed, cooling, unavailable).',
+  );
   sources.set(poolName, pool);
 
   const reasonOf = (e: { status?: number; cause?: string }): string => e.cause ?? (e.status === undefined ? 'manual' : String(e.status));
@@ -181,7 +225,11 @@ export function poolMetrics(pool: KeyPool, options: PoolMetricsOptions = {}): Po
       transitions.inc({ pool: poolName, key_id: e.id, to: e.model === undefined ? 'cooling' : 'model_cooling', reason: reasonOf(e) }),
     disabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'disabled', reason: reasonOf(e) }),
     enabled: (e) => transitions.inc({ pool: poolName, key_id: e.id, to: 'available', reason: e.reason }),
-    exhausted: (e) => exhaustions.inc({ pool: poolName, reason: e.reason }),
+    exhausted: (e) => exhaustions.inc({ pool: poolName, reason: e.budget === undefined ? e.reason : 'budget' }),
+    grouped: () => {}, // the key_group gauge shows it at the next scrape
+    depleted: (e) => remainingSkips.inc({ pool: poolName, key_id: e.id, limit: e.limit }),
+    probe: (e) => probes.inc({ pool: poolName, key_id: e.id, outcome: e.outcome }),
+    affinity: (e) => affinity.inc({ pool: poolName, key_id: e.id, outcome: e.outcome }),
   };
   const events = Object.keys(listeners) as (keyof KeyPoolEvents)[];
   for (const name of events) pool.on(name, listeners[name]);

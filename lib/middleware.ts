@@ -8,6 +8,7 @@ import { matchRoute, type RouteMatch } from './providers/routes.js';
 import { readRequestBody } from './request-body.js';
 import type { RouteScope } from './pool/scopes.js';
 import { readModel } from './request/model.js';
+import { objectRoute } from './walk/affinity.js';
 
 /**
  * The middleware, plus `close()` to release its upstream connections on shutdown. An Express
@@ -62,7 +63,13 @@ export function keyFailover(options?: KeyFailoverOptions): KeyFailoverMiddleware
     // The upstream path is the matched route's, built from the route, never the request line's.
     const request = { method: 'POST', path: forwarder.upstreamPath(req, route.path), headers, body, ...forwarder.clientGone(res) };
     const model = route.model ?? (() => readModel(body)); // an Azure deployment is its own rate-limit unit
-    return forwarder.forward(caller, request, req, { model, route: routeScopeOf(route.path), stream: forwarder.streamFor(route.path) });
+    const objects = objectRoute('POST', route.path, body);
+    return forwarder.forward(caller, request, req, {
+      model,
+      route: routeScopeOf(route.path),
+      objects,
+      stream: forwarder.streamFor(route.path),
+    });
   };
 
   const handle = async (req: Request, res: Response, route: RouteMatch): Promise<void> => {

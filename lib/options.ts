@@ -51,6 +51,16 @@ export interface KeyFailoverOptions {
    * `anthropic-organization-id`) to the client. Default `false`: a tenant does not learn whose account serves it.
    */
   relayAccountHeaders?: boolean;
+  /**
+   * Most upstream attempts one request may make (each with another key). Default: every available key.
+   * Past it, the request gets the last skipped answer, or the pool's 429.
+   */
+  maxAttempts?: number;
+  /**
+   * Most time one request may spend across its attempts, in ms: no attempt starts after it, and the one in
+   * progress is cut (504) when it runs out. Default: no bound (each attempt within `timeoutMs`).
+   */
+  maxWalkMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -80,6 +90,8 @@ export const KEY_FAILOVER_OPTIONS = [
   'logger',
   'relayAccountHeaders',
   'streamHoldMs',
+  'maxAttempts',
+  'maxWalkMs',
 ] as const;
 const ACTIONS: readonly FailoverAction[] = ['cooldown', 'disable', 'skip', 'relay'];
 const DEFAULT_STREAM_HOLD_MS = 1000;
@@ -107,7 +119,14 @@ export function resolveOptions(where: string, options: unknown, known: readonly 
     byok: checkByok(where, given.byok, provider),
     maxBodyBytes: given.maxBodyBytes === undefined ? 20 * 1024 * 1024 : checkPositiveInteger(where, 'maxBodyBytes', given.maxBodyBytes),
     timeoutMs: given.timeoutMs === undefined ? 10 * 60 * 1000 : checkPositiveInteger(where, 'timeoutMs', given.timeoutMs),
-    failover: { ...checkFailover(where, given.failover), classifier: provider.failures },
+    failover: {
+      ...checkFailover(where, given.failover),
+      classifier: provider.failures,
+      budget: {
+        maxAttempts: given.maxAttempts === undefined ? undefined : checkPositiveInteger(where, 'maxAttempts', given.maxAttempts),
+        maxWalkMs: given.maxWalkMs === undefined ? undefined : checkPositiveInteger(where, 'maxWalkMs', given.maxWalkMs),
+      },
+    },
     logger: checkLogger(where, given.logger),
     relayAccountHeaders: checkBoolean(where, 'relayAccountHeaders', given.relayAccountHeaders) ?? false,
     streamHoldMs: given.streamHoldMs === undefined ? DEFAULT_STREAM_HOLD_MS : checkStreamHold(where, given.streamHoldMs),

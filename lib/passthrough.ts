@@ -13,6 +13,7 @@ import { routeScope } from './pool/scopes.js';
 import type { Provider } from './providers/provider.js';
 import { matchRoute } from './providers/routes.js';
 import { readModel } from './request/model.js';
+import { NAMING_BODY_LIMIT, bodyNamesObjects, objectRoute } from './walk/affinity.js';
 
 export type KeyPassthroughOptions = Omit<KeyFailoverOptions, 'maxBodyBytes' | 'streamHoldMs'> & {
   /**
@@ -78,6 +79,12 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
       request.body = read.body;
       headers['content-length'] = String(read.body.length);
       if (read.contentType) headers['content-type'] = read.contentType;
+    } else if (bodyNamesObjects(req.method, path.routed, req.headers['content-type'], Number(req.headers['content-length']))) {
+      // A small JSON body that may name an object (a batch's input_file_id): read, so that the request goes to that object's key.
+      const read = await readRequestBody(req, NAMING_BODY_LIMIT);
+      if (!read.ok) return read.reason === 'too_large' ? forwarder.fail(res, 'body_too_large') : undefined;
+      request.body = read.body;
+      headers['content-length'] = String(read.body.length);
     } else if (hasBody(req)) {
       request.body = req;
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
@@ -87,17 +94,21 @@ export function keyPassthrough(options?: KeyPassthroughOptions): KeyFailoverMidd
     const streamed = request.body !== null && !Buffer.isBuffer(request.body);
     // Its model is not read: a 429 cools the key for this resource (`/v1/embeddings`), not the whole key.
     const scope = routeScope(path.routed);
+    const buffered = Buffer.isBuffer(request.body) ? request.body : null;
+    const objects = objectRoute(req.method, path.routed, buffered);
     const outcome =
       streamed && 'pool' in caller
         ? await sendOnce(caller.pool, forwarder.options.failover, (key) => forwarder.send(key, request), {
             requestId: forwarder.requestId(req),
             route: scope,
+            objects,
             signal: request.signal,
             onExhausted: () => (request.body as NodeJS.ReadableStream).resume(),
           })
         : await forwarder.forward(caller, request, req, {
-            model: () => (Buffer.isBuffer(request.body) ? readModel(request.body) : undefined),
+            model: () => (buffered ? readModel(buffered) : undefined),
             route: scope,
+            objects,
           });
     await forwarder.write(outcome, res);
   };

@@ -37,7 +37,7 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 table { border-collapse: collapse; min-width: 480px; }
 th, td { text-align: left; padding: 6px 12px; border-bottom: 1px solid #d1d9e0; }
 th { font-weight: 600; color: #59636e; }
-td.id, td.hint { font-family: ui-monospace, monospace; }
+td.id, td.hint, td.group { font-family: ui-monospace, monospace; }
 td.remaining, td.models { font-variant-numeric: tabular-nums; }
 td.models .model { display: block; font-family: ui-monospace, monospace; }
 .reason { margin-left: 6px; color: #59636e; }
@@ -91,17 +91,21 @@ const SCRIPT = `
       tr.setAttribute('data-state', state);
       cell(tr, 'id', String(key.id));
       cell(tr, 'hint', key.hint ? '…' + key.hint : '—');
+      cell(tr, 'group', typeof key.group === 'string' ? key.group : '—');
       const badge = document.createElement('span');
       badge.className = 'badge ' + state;
       badge.textContent = state;
       const stateCell = cell(tr, 'state', '');
       stateCell.appendChild(badge);
-      if (state === 'disabled' && key.disabledReason === 'quota') {
+      const why = (text) => {
         const reason = document.createElement('span');
         reason.className = 'reason';
-        reason.textContent = 'out of quota';
+        reason.textContent = text;
         stateCell.appendChild(reason);
-      }
+      };
+      if (state === 'disabled' && key.disabledReason === 'quota') why('out of quota');
+      if (state === 'cooling' && key.coolingReason === 'remaining') why('limit used up');
+      if (key.probing === true) why('probing');
       const until = state === 'cooling' ? key.cooldownUntil : state === 'disabled' ? key.disabledUntil : undefined;
       const left = cell(tr, 'remaining', state === 'disabled' && until === undefined ? 'until enabled' : '');
       if (typeof until === 'number') {
@@ -118,6 +122,10 @@ const SCRIPT = `
         const time = document.createElement('span');
         time.setAttribute('data-until', String(entry.cooldownUntil));
         line.appendChild(time);
+        if (entry.reason === 'remaining') {
+          line.setAttribute('data-reason', 'remaining');
+          line.append(' (limit used up)');
+        }
         models.appendChild(line);
       }
       return tr;
@@ -190,17 +198,26 @@ function renderRow(key: KeySnapshot, now: number): string {
   } else if (state === 'disabled') {
     remaining = '<td class="remaining">until enabled</td>';
   }
-  const reason = state === 'disabled' && key.disabledReason === 'quota' ? '<span class="reason">out of quota</span>' : '';
+  const reasons = [
+    state === 'disabled' && key.disabledReason === 'quota' ? 'out of quota' : undefined,
+    state === 'cooling' && key.coolingReason === 'remaining' ? 'limit used up' : undefined,
+    key.probing === true ? 'probing' : undefined,
+  ];
+  const reason = reasons.map((text) => (text === undefined ? '' : `<span class="reason">${text}</span>`)).join('');
   const models = (key.models ?? [])
-    .map(
-      (m) =>
-        `<span class="model" data-model="${escapeHtml(m.model)}">${escapeHtml(m.model)} <span data-until="${escapeHtml(m.cooldownUntil)}">${escapeHtml(formatRemaining(m.cooldownUntil - now))}</span></span>`,
-    )
+    .map((m) => {
+      const ahead = m.reason === 'remaining';
+      return (
+        `<span class="model" data-model="${escapeHtml(m.model)}"${ahead ? ' data-reason="remaining"' : ''}>${escapeHtml(m.model)} ` +
+        `<span data-until="${escapeHtml(m.cooldownUntil)}">${escapeHtml(formatRemaining(m.cooldownUntil - now))}</span>${ahead ? ' (limit used up)' : ''}</span>`
+      );
+    })
     .join('');
   return (
     `<tr data-key-id="${escapeHtml(key.id)}" data-state="${escapeHtml(state)}">` +
     `<td class="id">${escapeHtml(key.id)}</td>` +
     `<td class="hint">${key.hint ? `…${escapeHtml(key.hint)}` : '—'}</td>` +
+    `<td class="group">${key.group === undefined ? '—' : escapeHtml(key.group)}</td>` +
     `<td class="state"><span class="badge ${escapeHtml(state)}">${escapeHtml(state)}</span>${reason}</td>` +
     remaining +
     `<td class="models">${models}</td>` +
@@ -224,7 +241,7 @@ export function renderStatusPage(status: PoolStatusBody): string {
 <h1>Key pool</h1>
 <p class="summary"><span id="counts">${escapeHtml(counts)}</span> · strategy <span id="strategy">${escapeHtml(status.strategy)}</span></p>
 <table>
-<thead><tr><th>id</th><th>key</th><th>state</th><th>time left</th><th>cooling for models</th></tr></thead>
+<thead><tr><th>id</th><th>key</th><th>group</th><th>state</th><th>time left</th><th>cooling for models</th></tr></thead>
 <tbody>
 ${status.keys.map((key) => renderRow(key, status.now)).join('\n')}
 </tbody>

@@ -1,7 +1,7 @@
 import express from 'express';
 import http from 'node:http';
 import net from 'node:net';
-import { keyFailover, keyPassthrough, KeyPool } from '../lib/index.js';
+import { keyFailover, keyPassthrough, KeyPool, MemoryKeyStateStore, type KeyPoolEvents } from '../lib/index.js';
 import { CHAT, Capture, KEYS, listen, send, sleep, until, writeFigures } from './support/common.js';
 import { errorCode, startGateway, type Gateway } from './support/gateway.js';
 import { Upstream, json } from './support/upstream.js';
@@ -656,6 +656,111 @@ describe('keyPassthrough: a tenant reaching for the whole account', () => {
       expect(upstream.seen.map((x) => [x.method, x.url, x.key])).toEqual([['GET', '/v1/models?limit=1', 'sk-byok-query-000000000000']]);
       expect(upstream.seen[0]!.rawHeaders.join('\n')).not.toMatch(/override|x-http-method|original-url|rewrite-url/i);
     });
+  });
+});
+
+describe('avoiding the 429: what one tenant could do to everyone else with the new rules', () => {
+  const events: string[] = [];
+  const watch = (pool: KeyPool): void => {
+    for (const name of ['rateLimited', 'disabled', 'grouped', 'depleted', 'probe', 'affinity', 'exhausted'] as (keyof KeyPoolEvents)[]) {
+      pool.on(name, (e: unknown) => void events.push(`${name} ${JSON.stringify(e)}`));
+    }
+  };
+  afterAll(() => capture.add('avoid events', events.join('\n')));
+
+  test('object ids: naming 2 000 made-up, oversized or malformed ids writes nothing; creating objects stays within maxObjects', async () => {
+    const store = new MemoryKeyStateStore({ maxObjects: 50 });
+    const gw = await startGateway(upstream.url, {}, { store, strategy: 'round-robin' });
+    gateways.push(gw);
+    watch(gw.pool);
+    let made = 0;
+    upstream.behaviour = (req, res) =>
+      json(res, 200, {
+        id: req.url.startsWith('/v1/responses') ? `resp_${(++made).toString(16).padStart(20, '0')}` : 'x',
+        object: 'response',
+      });
+    for (let i = 0; i < 2000; i++) {
+      hostile('named object');
+      const id = i % 3 === 0 ? `resp_${i}`.padEnd(300, 'x') : i % 3 === 1 ? `resp_${i}"\\u0000;DROP` : `resp_made_up_${i}`;
+      const r = await send(gw.url, {
+        path: '/v1/responses',
+        body: JSON.stringify({ model: 'gpt-4o', input: 'x', previous_response_id: id, store: false }),
+      });
+      if (i % 100 === 0) capture.response('named object', r);
+    }
+    track(() => expect(store.objectEntries()).toEqual([]));
+    for (let i = 0; i < 200; i++) {
+      hostile('created object');
+      await send(gw.url, { path: '/v1/responses', body: JSON.stringify({ model: 'gpt-4o', input: `make ${i}` }) });
+    }
+    track(() => expect(store.objectEntries().length).toBe(50));
+    // Another tenant's plain requests are not pinned to anything: they spread as the strategy says.
+    upstream.reset();
+    for (let i = 0; i < 6; i++) await send(gw.url);
+    track(() => expect(new Set(upstream.seen.map((x) => x.keyId)).size).toBe(3));
+  });
+
+  test("groups: an upstream that echoes the request's key or the client's organization header teaches no group", async () => {
+    const gw = await startGateway(upstream.url);
+    gateways.push(gw);
+    watch(gw.pool);
+    upstream.behaviour = (req, res) =>
+      json(
+        res,
+        200,
+        { ok: true },
+        { 'openai-organization': (req.headers['openai-organization'] as string | undefined) ?? `org-${req.key}` },
+      );
+    for (const org of ['org-attacker', undefined]) {
+      hostile('group echo');
+      const r = await send(gw.url, { headers: org === undefined ? {} : { 'openai-organization': org } });
+      capture.response('group echo', r);
+    }
+    track(() => expect(gw.pool.snapshot().map((k) => k.group)).toEqual([undefined, undefined, undefined]));
+  });
+
+  test('remaining limits: a tenant exhausting 20 000 model names it made up sets the key aside for those only, within maxScopedStates', async () => {
+    const gw = await startGateway(upstream.url, {}, { store: new MemoryKeyStateStore({ maxScopedStates: 500 }) });
+    gateways.push(gw);
+    watch(gw.pool);
+    upstream.behaviour = (req, res) => {
+      const own = !/gpt-4o-mini/.test(req.body.toString());
+      json(res, 200, { ok: true }, own ? { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '59m0s' } : {});
+    };
+    for (let i = 0; i < 400; i++) {
+      hostile('model flood');
+      await send(gw.url, { body: JSON.stringify({ model: `made-up-${i}`, messages: [] }) });
+    }
+    for (let i = 0; i < 20_000; i++)
+      gw.pool.lessons.markDepleted(gw.pool.walker().next()!, 60_000, `flood-${i}`, { limit: 'requests', remaining: 0 });
+    const scoped = gw.pool.snapshot().reduce((n, k) => n + (k.models?.length ?? 0), 0);
+    track(() => expect(scoped).toBeLessThanOrEqual(500));
+    upstream.reset();
+    const r = await send(gw.url);
+    track(() => {
+      expect(r.status).toBe(200);
+      expect(upstream.seen.map((x) => x.keyId)).toEqual(['key-0']); // gpt-4o-mini was never set aside
+    });
+  });
+
+  test('budget: a request every key refuses (403) costs maxAttempts upstream calls, however large the pool', async () => {
+    const gw = await startGateway(upstream.url, { maxAttempts: 2 }, { keys: [...KEYS] });
+    gateways.push(gw);
+    watch(gw.pool);
+    upstream.behaviour = (_req, res) =>
+      json(res, 403, {
+        error: {
+          message: 'Country, region, or territory not supported',
+          type: 'request_forbidden',
+          code: 'unsupported_country_region_territory',
+        },
+      });
+    for (let i = 0; i < 20; i++) {
+      hostile('budget');
+      const r = await send(gw.url);
+      if (i === 0) capture.response('budget 403', r);
+    }
+    track(() => expect(upstream.seen).toHaveLength(40));
   });
 });
 

@@ -34,7 +34,8 @@ export function gateway(
 ): Gateway {
   const clock = new FakeClock();
   const app = express();
-  const pool = new KeyPool({ keys: [...KEYS], now: clock.now, ...poolOptions });
+  // No cooldown jitter: these tests check the deadlines the headers give, to the millisecond (jitter has tests of its own).
+  const pool = new KeyPool({ keys: [...KEYS], now: clock.now, cooldownJitter: 0, ...poolOptions });
   app.locals['keyPool'] = pool;
   setup?.(app);
   const middleware = keyFailover({ target, logger: false, ...options });

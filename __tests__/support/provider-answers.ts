@@ -11,6 +11,22 @@ import type { Behaviour } from './mock-upstream.js';
 export const ORG = 'org-7kQe2iT0mBxWc3a9';
 export const ANTHROPIC_ORG = '3f6c1b8e-2d4a-4c7b-9e1f-5a0d8c2b7e61';
 
+/**
+ * The organization each key belongs to upstream, as its answers name it: one of its own per key (a pool
+ * of keys from different organizations, where failover adds capacity), made up from the order keys are
+ * first seen in. A test of keys that share an organization passes the header itself.
+ */
+const organizations = new Map<string, number>();
+function organizationIndex(key: string | undefined): number {
+  const known = organizations.get(key ?? '');
+  if (known !== undefined) return known;
+  organizations.set(key ?? '', organizations.size);
+  return organizations.size - 1;
+}
+export const organizationOf = (key: string | undefined): string => `org-mock${organizationIndex(key)}Kq7Wc3a9`;
+export const anthropicOrganizationOf = (key: string | undefined): string =>
+  `3f6c1b8e-2d4a-4c7b-9e1f-${String(organizationIndex(key)).padStart(12, '0')}`;
+
 let requestCounter = 0;
 const openaiRequestId = () => `req_${(++requestCounter).toString(16).padStart(32, '0')}`;
 const anthropicRequestId = () => `req_011C${(++requestCounter).toString(36).padStart(20, 'X')}`;
@@ -24,13 +40,13 @@ export interface OpenAIErrorShape {
 
 /** An OpenAI error answer: its body and the headers every answer of theirs carries. */
 export function openaiError(status: number, error: OpenAIErrorShape, headers: Record<string, string> = {}): Behaviour {
-  return (_req, res) => {
+  return (req, res) => {
     const body = JSON.stringify({ error: { message: error.message, type: error.type, param: error.param ?? null, code: error.code } });
     res.writeHead(status, {
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(body),
       'x-request-id': openaiRequestId(),
-      'openai-organization': ORG,
+      'openai-organization': organizationOf(req.key),
       'openai-processing-ms': '12',
       'openai-version': '2020-10-01',
       ...headers,
@@ -172,14 +188,14 @@ export function anthropicError(
   error: { type: string; message: string; details?: { error_code: string } },
   headers: Record<string, string> = {},
 ): Behaviour {
-  return (_req, res) => {
+  return (req, res) => {
     const requestId = anthropicRequestId();
     const body = JSON.stringify({ type: 'error', error, request_id: requestId });
     res.writeHead(status, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(body),
       'request-id': requestId,
-      'anthropic-organization-id': ANTHROPIC_ORG,
+      'anthropic-organization-id': anthropicOrganizationOf(req.key),
       'x-should-retry': status === 429 || status >= 500 ? 'true' : 'false',
       ...headers,
     });
@@ -291,3 +307,98 @@ export const azure = {
         'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
     }),
 };
+/** What OpenAI's limits look like on an answer: by default plenty left; a test says what is used up. */
+export interface OpenAILimits {
+  limitRequests?: number;
+  remainingRequests?: number;
+  resetRequests?: string;
+  limitTokens?: number;
+  remainingTokens?: number;
+  resetTokens?: string;
+  /** The organization the answer names; default the key's own (see organizationOf). */
+  organization?: string;
+}
+
+export function openaiLimits(limits: OpenAILimits = {}): Record<string, string> {
+  return {
+    'x-ratelimit-limit-requests': String(limits.limitRequests ?? 10_000),
+    'x-ratelimit-limit-tokens': String(limits.limitTokens ?? 30_000_000),
+    'x-ratelimit-remaining-requests': String(limits.remainingRequests ?? 9_999),
+    'x-ratelimit-remaining-tokens': String(limits.remainingTokens ?? 29_999_785),
+    'x-ratelimit-reset-requests': limits.resetRequests ?? '6ms',
+    'x-ratelimit-reset-tokens': limits.resetTokens ?? '0s',
+  };
+}
+
+/**
+ * An OpenAI 200, as OpenAI sends it: the JSON body and the headers of every answer (request id,
+ * organization, processing time, the `x-ratelimit-*` state for the request's model).
+ */
+export function openaiOk(body: unknown = { id: 'chatcmpl-1', object: 'chat.completion' }, limits: OpenAILimits = {}): Behaviour {
+  return (req, res) => {
+    const text = JSON.stringify(typeof body === 'function' ? (body as (key: string | undefined) => unknown)(req.key) : body);
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      'x-request-id': openaiRequestId(),
+      'openai-organization': limits.organization ?? organizationOf(req.key),
+      'openai-processing-ms': '212',
+      'openai-project': 'proj_mock00000000000000',
+      'openai-version': '2020-10-01',
+      ...openaiLimits(limits),
+    });
+    res.end(text);
+  };
+}
+
+/** Anthropic's limits on an answer, by limit: its remaining count and its reset time. */
+export interface AnthropicLimits {
+  requests?: { remaining: number; reset: Date };
+  tokens?: { remaining: number; reset: Date };
+  inputTokens?: { remaining: number; reset: Date };
+  outputTokens?: { remaining: number; reset: Date };
+  organization?: string;
+}
+
+/** An Anthropic 200 with the `anthropic-ratelimit-*` headers of every answer (RFC 3339 resets). */
+export function anthropicOk(body: unknown = { id: 'msg_01', type: 'message' }, limits: AnthropicLimits = {}): Behaviour {
+  return (req, res) => {
+    const text = JSON.stringify(body);
+    const at = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const soon = new Date(Date.parse('2026-01-01T00:00:01Z'));
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(text)),
+      'request-id': anthropicRequestId(),
+      'anthropic-organization-id': limits.organization ?? anthropicOrganizationOf(req.key),
+    };
+    const limit = (name: string, max: number, value: { remaining: number; reset: Date } | undefined) => {
+      headers[`anthropic-ratelimit-${name}-limit`] = String(max);
+      headers[`anthropic-ratelimit-${name}-remaining`] = String(value?.remaining ?? max - 1);
+      headers[`anthropic-ratelimit-${name}-reset`] = at(value?.reset ?? soon);
+    };
+    limit('requests', 4000, limits.requests);
+    limit('tokens', 2_400_000, limits.tokens);
+    limit('input-tokens', 2_000_000, limits.inputTokens);
+    limit('output-tokens', 400_000, limits.outputTokens);
+    res.writeHead(200, headers);
+    res.end(text);
+  };
+}
+
+/**
+ * `behaviour` as keys of one organization answer it: every answer names `organization` (the pool's
+ * keys share an account, and its limits), whatever key it came to.
+ */
+export function oneOrganization(behaviour: Behaviour, organization = ORG, anthropicOrganization = ANTHROPIC_ORG): Behaviour {
+  return (req, res) => {
+    const writeHead = res.writeHead.bind(res) as (status: number, headers?: Record<string, unknown>) => typeof res;
+    (res as { writeHead: unknown }).writeHead = (status: number, headers: Record<string, unknown> = {}) => {
+      const named = { ...headers };
+      if ('openai-organization' in named) named['openai-organization'] = organization;
+      if ('anthropic-organization-id' in named) named['anthropic-organization-id'] = anthropicOrganization;
+      return writeHead(status, named);
+    };
+    return behaviour(req, res);
+  };
+}

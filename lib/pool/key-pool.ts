@@ -1,42 +1,35 @@
 import { EventEmitter } from 'node:events';
-import { KeyFailoverError, checkFunction, checkKnownOptions, checkPositiveInteger, describeValue } from '../validations.js';
+import {
+  KeyFailoverError,
+  checkFunction,
+  checkKeyStateDuration,
+  checkKnownOptions,
+  checkLogger,
+  checkPositiveInteger,
+  describeValue,
+} from '../validations.js';
 import {
   OPTIONS,
   WHERE,
   checkCooldownBounds,
+  checkFraction,
   checkOptionsObject,
   checkStore,
   checkStrategy,
   optionalPositive,
   type KeyPoolOptions,
 } from './pool-options.js';
-import type { KeyPoolEvents } from './events.js';
+import type { KeyPoolEvents, ProbeOutcome } from './events.js';
+import { KeyGroups, type Group } from './groups.js';
 import { buildKeys, PoolKey, type KeyInput } from './keys.js';
+import { KeyStates, type EnabledReason, type KeySnapshot, type KeyStateName, type PoolExhaustion } from './key-states.js';
+import { Probes, type Probe } from './probes.js';
+import { Lessons } from './lessons.js';
 import { ModelScopes, type ModelScopeFunction, type RouteScope } from './scopes.js';
 
-export type { KeyPoolOptions };
-import { MemoryKeyStateStore, type DisabledReason, type KeyState, type KeyStateStore } from './store.js';
+export type { KeyPoolOptions, KeySnapshot, KeyStateName, PoolExhaustion };
+import { MemoryKeyStateStore, type DisabledReason, type KeyStateStore } from './store.js';
 import { KeyWalker, cumulativeWeights, weightedIndex, type ModelSource, type Strategy } from './walker.js';
-
-export type KeyStateName = 'available' | 'cooling' | 'disabled';
-
-export interface KeySnapshot {
-  id: string;
-  /** The key's last 4 characters (empty for keys shorter than 16 characters). */
-  hint: string;
-  state: KeyStateName;
-  /** Epoch ms, present while the key is cooling for every model. */
-  cooldownUntil?: number;
-  /** Present while the key is disabled: 'auth' (refused) or 'quota' (its account is out of money). */
-  disabledReason?: DisabledReason;
-  /** Epoch ms, present while a disabled key has an `authCooldownMs` / `quotaCooldownMs` to wait out. */
-  disabledUntil?: number;
-  /** The models (model scopes) this key is cooling for, when there are any. */
-  models?: { model: string; cooldownUntil: number }[];
-}
-
-/** Why a walk ended with no key left. 'quota': every key is out, and all for want of money. */
-export type PoolExhaustion = { reason: 'rate_limited'; retryAfterMs: number } | { reason: 'disabled' } | { reason: 'quota' };
 
 /** Where a mark came from, for the events, and which model a cooldown is for. */
 export interface MarkDetails {
@@ -51,6 +44,7 @@ export interface MarkDetails {
 }
 
 const REASONS: readonly DisabledReason[] = ['auth', 'quota'];
+const DAY_MS = 24 * 3600 * 1000;
 
 export class KeyPool extends EventEmitter<KeyPoolEvents> {
   readonly now: () => number;
@@ -62,15 +56,26 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   readonly quotaCooldownMs: number | undefined;
   /** @internal */
   readonly scopes: ModelScopes;
+  /** @internal A key whose answers say fewer tokens are left is passed over; 0: off. */
+  readonly minRemainingTokens: number;
+  /** @internal How long the key that created an object is remembered; 0: off. */
+  readonly affinityTtlMs: number;
+  private readonly cooldownJitter: number;
   private readonly random: () => number;
   private readonly store: KeyStateStore;
+  private readonly groups: KeyGroups;
+  private readonly probes: Probes;
+  private readonly states: KeyStates;
+  /** @internal What upstream answers teach the pool besides their verdict: groups, remaining limits, object owners. */
+  readonly lessons: Lessons;
   // Replaced, never mutated, so that a walk in progress keeps the list it started with.
   private keys: readonly PoolKey[] = [];
   private byId = new Map<string, PoolKey>();
+  private byState = new Map<string, PoolKey>();
   private weights: Float64Array = new Float64Array(0);
   private nextStart = 0;
-  // The run of unavailable keys at the head of an 'ordered' pool, per model scope, while the store is unchanged.
-  private heads = new Map<string | undefined, { end: number; until: number; generation: number }>();
+  // The run of unavailable keys at the head of an 'ordered' pool, per model scope, while the store (and the probes) are unchanged.
+  private heads = new Map<string | undefined, { end: number; until: number; generation: number; probes: number }>();
   private keysCreated = 0;
 
   constructor(keysOrOptions: readonly KeyInput[] | KeyPoolOptions) {
@@ -89,8 +94,51 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     this.random = options.random === undefined ? Math.random : checkFunction<() => number>(WHERE, 'random', options.random);
     this.store = options.store === undefined ? new MemoryKeyStateStore() : checkStore(options.store);
     this.store.useClock?.(this.now);
+    this.cooldownJitter = options.cooldownJitter === undefined ? 0.1 : checkFraction('cooldownJitter', options.cooldownJitter);
+    this.minRemainingTokens = checkPositiveInteger(WHERE, 'minRemainingTokens', options.minRemainingTokens ?? 0, { allowZero: true });
+    const probeTimeoutMs = checkPositiveInteger(WHERE, 'probeTimeoutMs', options.probeTimeoutMs ?? 30_000);
+    checkKeyStateDuration(WHERE, 'probeTimeoutMs', probeTimeoutMs);
+    this.affinityTtlMs = checkPositiveInteger(WHERE, 'affinityTtlMs', options.affinityTtlMs ?? DAY_MS, { allowZero: true });
+    checkKeyStateDuration(WHERE, 'affinityTtlMs', this.affinityTtlMs);
+    this.groups = new KeyGroups(this.store, checkLogger(WHERE, options.logger));
+    this.states = new KeyStates(
+      this.store,
+      this.groups,
+      (stateId, reason) => this.cameBack(stateId, reason),
+      (entity, scope) => this.lessons.aheadUntil(entity, scope),
+    );
+    const store = this.store;
+    this.probes = new Probes(
+      {
+        store,
+        now: this.now,
+        ended: (key, now, scope) => {
+          const ended = this.states.ended(key, now, scope);
+          return ended && { entity: ended.entity, scope: ended.scope, group: ended.group?.name };
+        },
+        emit: (probe, outcome, requestId) => this.probeEvent(probe, outcome, requestId),
+        forgetEnded: (key, scope) => {
+          const group = this.groups.of(key);
+          store.markHealthy?.(key.stateId, scope);
+          if (group !== undefined) store.markHealthy?.(group.stateId, scope);
+        },
+      },
+      probeTimeoutMs,
+    );
+    this.lessons = new Lessons({
+      store,
+      groups: this.groups,
+      now: this.now,
+      maxCooldownMs: this.cooldownBounds.maxMs,
+      affinityTtlMs: this.affinityTtlMs,
+      holds: (key) => this.holds(key),
+      byState: (stateId) => this.byState.get(stateId),
+      keys: () => this.keys,
+      emit: (...args) => this.emit(...args),
+    });
     this.setKeys(buildKeys(WHERE, options.keys));
     this.keysCreated = this.keys.length;
+    this.groups.checkOneGroup(this.keys);
   }
 
   get size(): number {
@@ -120,6 +168,11 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     return new KeyWalker(this, keys, start, model, route);
   }
 
+  /** @internal A walker over one key only: the one that created the object a request names. */
+  walkerFor(key: PoolKey, model?: ModelSource, route?: RouteScope): KeyWalker {
+    return new KeyWalker(this, [key], 0, model, route, true);
+  }
+
   /** @internal Whether any key may be cooling for a single model scope: only then is a request's model read. */
   hasScopedStates(): boolean {
     return (this.store.scopedCount ?? 0) > 0;
@@ -128,14 +181,19 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
   /** @internal How many keys at the head of an ordered pool are known to be unavailable for `scope`. */
   knownHead(scope: string | undefined): number {
     const head = this.heads.get(scope);
-    return head !== undefined && head.generation === this.store.generation && this.now() < head.until ? head.end : 0;
+    return head !== undefined &&
+      head.generation === this.store.generation &&
+      head.probes === this.probes.gate.generation &&
+      this.now() < head.until
+      ? head.end
+      : 0;
   }
 
   /** @internal */
   rememberHead(end: number, until: number, scope: string | undefined): void {
     if (this.store.generation === undefined) return;
     if (this.heads.size >= 64 && !this.heads.has(scope)) this.heads.clear(); // one per model scope seen, bounded
-    this.heads.set(scope, { end, until, generation: this.store.generation });
+    this.heads.set(scope, { end, until, generation: this.store.generation, probes: this.probes.gate.generation });
   }
 
   /**
@@ -175,17 +233,41 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
    * @internal A mark from an upstream answer, for the exact key that got it: dropped when that key
    * (id and value) is no longer in the pool, so that a late answer for a removed or rotated key marks nothing.
    */
-  markAnswer(key: PoolKey, mark: { cooldownMs: number } | { disable: true }, details: MarkDetails, scope?: string): void {
-    if (this.byId.get(key.id)?.stateId !== key.stateId) return;
-    if ('cooldownMs' in mark) this.cool(key, mark.cooldownMs, details, scope);
-    else this.disable(key, details);
+  markAnswer(
+    key: PoolKey,
+    mark: { cooldownMs: number; group?: boolean } | { disable: true; group?: boolean },
+    details: MarkDetails,
+    scope?: string,
+  ): void {
+    if (!this.holds(key)) return;
+    // A rate limit (and an empty account, when the provider says it is the organization's) is the group's.
+    const group = mark.group === true ? this.groups.of(key) : undefined;
+    if ('cooldownMs' in mark) this.cool(key, this.jittered(mark.cooldownMs), details, scope, group);
+    else this.disable(key, details, group);
   }
 
-  /** Put key `id` back: neither disabled nor cooling, for any model. */
+  /** Put key `id` back: neither disabled nor cooling, for any model; its group's state goes too. */
   enable(id: string): void {
     const key = this.requireKey(id, 'enable');
     this.store.enable(key.stateId);
+    const group = this.groups.of(key);
+    if (group !== undefined) this.store.enable(group.stateId);
     this.emit('enabled', { id, hint: key.hint, reason: 'manual' });
+  }
+
+  /** @internal A key whose cooldown ended: the probe it goes as, 0 for none needed, or when another's lease ends. */
+  claimProbe(key: PoolKey, _until: number, now: number, scope: string | undefined): Probe | number {
+    return this.probes.claim(key, now, scope);
+  }
+
+  /** @internal Before a probe is sent: the lease across replicas. False when another replica holds it. */
+  confirmProbe(probe: Probe, requestId?: string): Promise<boolean> {
+    return this.probes.confirm(probe, requestId);
+  }
+
+  /** @internal A probe's answer came (healthy, or a rate limit that cooled the key again), or never will. */
+  settleProbe(probe: Probe, outcome: Exclude<ProbeOutcome, 'started'>, requestId?: string): void {
+    this.probes.settle(probe, outcome, requestId);
   }
 
   /** Add a key at the end of the walking order, available. Its id defaults to `key-N`, N never reused. */
@@ -222,27 +304,12 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     this.setKeys(keys);
   }
 
-  /** Each key's id, hint and state; never a key value. */
+  /** Each key's id, hint, group and state; never a key value. */
   snapshot(): KeySnapshot[] {
     const now = this.now();
-    return this.keys.map((key) => {
-      const { id, hint } = key;
-      const state = this.currentState(key, now);
-      if (state?.disabled) {
-        const snapshot: KeySnapshot = { id, hint, state: 'disabled', disabledReason: state.disabledReason ?? 'auth' };
-        if (state.disabledUntil !== undefined) snapshot.disabledUntil = state.disabledUntil;
-        return snapshot;
-      }
-      const snapshot: KeySnapshot =
-        state && state.cooldownUntil > now
-          ? { id, hint, state: 'cooling', cooldownUntil: state.cooldownUntil }
-          : { id, hint, state: 'available' };
-      const models = this.store.scopes?.(key.stateId).filter((s) => s.until > now);
-      if (models && models.length > 0) {
-        snapshot.models = models.map((s) => ({ model: s.scope, cooldownUntil: s.until })).sort((a, b) => a.model.localeCompare(b.model));
-      }
-      return snapshot;
-    });
+    const leased = (stateId: string): boolean =>
+      this.probes.gate.holds(stateId, now, (scope) => this.states.isRecovering(stateId, scope, now));
+    return this.keys.map((key) => this.states.snapshot(key, now, leased));
   }
 
   /**
@@ -254,43 +321,33 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     return this.exhaustionFor(this.scopes.of(model));
   }
 
-  /** @internal exhaustion() for a model scope already resolved */
-  exhaustionFor(scope: string | undefined): PoolExhaustion {
+  /** @internal exhaustion() for a model scope already resolved, over the pool's keys or a walk's own */
+  exhaustionFor(scope: string | undefined, keys: readonly PoolKey[] = this.keys): PoolExhaustion {
     const now = this.now();
-    let smallestRemaining = Infinity;
-    let allQuota = true;
-    for (const key of this.keys) {
-      const state = this.currentState(key, now);
-      if (state?.disabled) {
-        if (state.disabledReason !== 'quota') allQuota = false;
-        continue;
-      }
-      let until = state ? state.cooldownUntil : 0;
-      if (scope !== undefined) until = Math.max(until, this.store.scopedUntil?.(key.stateId, scope) ?? 0);
-      smallestRemaining = Math.min(smallestRemaining, Math.max(0, until - now));
-    }
-    if (smallestRemaining === Infinity) return { reason: allQuota ? 'quota' : 'disabled' };
-    return { reason: 'rate_limited', retryAfterMs: smallestRemaining };
+    return this.states.exhaustion(keys, now, scope, (key) => this.probes.endFor(key, now, scope));
   }
 
   /** @internal 0 when `key` is available at `now` (for `scope`), else when it may be again (Infinity: only by enable) */
   unavailableUntil(key: PoolKey, now: number, scope: string | undefined): number {
-    const state = this.currentState(key, now);
-    if (state?.disabled) return state.disabledUntil ?? Infinity;
-    const until = state === undefined ? 0 : state.cooldownUntil;
-    if (scope === undefined) return until;
-    const scoped = this.store.scopedUntil?.(key.stateId, scope) ?? 0;
-    return scoped > until ? scoped : until;
+    return this.states.unavailableUntil(key, now, scope);
   }
 
-  private cool(key: PoolKey, ms: number, details: MarkDetails, scope: string | undefined): void {
+  /** Lengthens a 429's cooldown by a random share of itself (cooldownJitter), never past maxCooldownMs. */
+  private jittered(ms: number): number {
+    if (this.cooldownJitter === 0 || ms >= this.cooldownBounds.maxMs) return ms;
+    return Math.min(ms + ms * this.cooldownJitter * this.random(), this.cooldownBounds.maxMs);
+  }
+
+  private cool(key: PoolKey, ms: number, details: MarkDetails, scope: string | undefined, group?: Group): void {
+    if (!(ms > 0)) return; // "retry now" is no cooldown
+    const entity = group?.stateId ?? key.stateId;
     const until = Math.ceil(this.now() + ms);
     const store = this.store;
-    const before = scope === undefined ? store.get(key.stateId)?.cooldownUntil : store.scopedUntil?.(key.stateId, scope);
-    store.markRateLimited(key.stateId, until, scope);
-    const state = store.get(key.stateId);
+    const before = scope === undefined ? store.get(entity)?.cooldownUntil : store.scopedUntil?.(entity, scope);
+    store.markRateLimited(entity, until, scope);
+    const state = store.get(entity);
     if (state?.disabled) return;
-    const after = scope === undefined ? state?.cooldownUntil : (store.scopedUntil?.(key.stateId, scope) ?? state?.cooldownUntil);
+    const after = scope === undefined ? state?.cooldownUntil : (store.scopedUntil?.(entity, scope) ?? state?.cooldownUntil);
     // Only a real change is an event: a shorter mark that a longer cooldown outlasts is not.
     if (after === undefined || after === before) return;
     this.emit('rateLimited', {
@@ -299,19 +356,52 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
       cooldownMs: ms,
       cooldownUntil: after,
       ...(scope === undefined ? {} : { model: scope }),
+      ...(group === undefined ? {} : { group: group.name }),
       ...whence(details),
     });
   }
 
-  private disable(key: PoolKey, details: MarkDetails): void {
+  private disable(key: PoolKey, details: MarkDetails, group?: Group): void {
+    const entity = group?.stateId ?? key.stateId;
     const reason = details.reason ?? 'auth';
     const forMs = reason === 'quota' ? this.quotaCooldownMs : this.authCooldownMs;
     const until = forMs === undefined ? undefined : this.now() + forMs;
-    const before = this.store.get(key.stateId);
-    this.store.markDisabled(key.stateId, until, reason);
+    const before = this.store.get(entity);
+    this.store.markDisabled(entity, until, reason);
     // Only a real change is an event: disabling a disabled key for the same reason is not.
     if (before?.disabled && (before.disabledReason ?? 'auth') === reason) return;
-    this.emit('disabled', { id: key.id, hint: key.hint, reason, ...(until === undefined ? {} : { until }), ...whence(details) });
+    this.emit('disabled', {
+      id: key.id,
+      hint: key.hint,
+      reason,
+      ...(until === undefined ? {} : { until }),
+      ...(group === undefined ? {} : { group: group.name }),
+      ...whence(details),
+    });
+  }
+
+  /** A disabled state whose authCooldownMs / quotaCooldownMs ran out: its key, or each key of its group, is back. */
+  private cameBack(stateId: string, reason: EnabledReason): void {
+    const key = this.byState.get(stateId);
+    const keys = key !== undefined ? [key] : this.keys.filter((k) => this.groups.of(k)?.stateId === stateId);
+    for (const k of keys) this.emit('enabled', { id: k.id, hint: k.hint, reason });
+  }
+
+  private probeEvent(probe: Probe, outcome: ProbeOutcome, requestId: string | undefined): void {
+    const { key, scope, group } = probe;
+    this.emit('probe', {
+      id: key.id,
+      hint: key.hint,
+      outcome,
+      ...(scope === undefined ? {} : { model: scope }),
+      ...(group === undefined ? {} : { group }),
+      ...(requestId === undefined ? {} : { requestId }),
+    });
+  }
+
+  /** Whether `key` (that id with that value) is still in the pool: a late answer for a removed or rotated key marks nothing. */
+  private holds(key: PoolKey): boolean {
+    return this.byId.get(key.id)?.stateId === key.stateId;
   }
 
   /** Drops what this process holds about a key that left the pool; another replica may still use it. */
@@ -320,21 +410,11 @@ export class KeyPool extends EventEmitter<KeyPoolEvents> {
     else this.store.enable(key.stateId);
   }
 
-  /** The stored state, after bringing back a disabled key whose authCooldownMs / quotaCooldownMs ran out. */
-  private currentState(key: PoolKey, now: number): KeyState | undefined {
-    const state = this.store.get(key.stateId);
-    if (state?.disabled && state.disabledUntil !== undefined && state.disabledUntil <= now) {
-      this.store.enable(key.stateId);
-      this.emit('enabled', { id: key.id, hint: key.hint, reason: state.disabledReason === 'quota' ? 'quotaCooldown' : 'authCooldown' });
-      return undefined;
-    }
-    return state;
-  }
-
   private setKeys(keys: readonly PoolKey[]): void {
     this.keys = keys;
     this.heads = new Map();
     this.byId = new Map(keys.map((key) => [key.id, key]));
+    this.byState = new Map(keys.map((key) => [key.stateId, key]));
     this.weights = cumulativeWeights(keys);
     if (this.nextStart >= keys.length) this.nextStart = 0;
   }

@@ -4,10 +4,16 @@ import { KeyFailoverError, describeValue } from '../validations.js';
 
 /**
  * A key as given to the pool: the value alone, or with an id, a weight for the
- * 'weighted' strategy, and the OpenAI organization / project it sends with
- * (`OpenAI-Organization` / `OpenAI-Project`, with this key only).
+ * 'weighted' strategy, the OpenAI organization / project it sends with
+ * (`OpenAI-Organization` / `OpenAI-Project`, with this key only), and the group
+ * of keys whose rate limits and balance it shares (its organization upstream).
  */
-export type KeyInput = string | { id?: string; key: string; weight?: number; organization?: string; project?: string };
+export type KeyInput = string | { id?: string; key: string; weight?: number; organization?: string; project?: string; group?: string };
+
+/** Longest group name kept (a configured one longer is refused; a learned one longer is ignored). */
+export const MAX_GROUP_LENGTH = 128;
+/** What a group name may hold: visible ASCII, as in a header value. */
+export const GROUP_NAME = /^[\x21-\x7e]{1,128}$/;
 
 /** What a key sends besides itself: its own account headers. */
 export interface KeyAccount {
@@ -36,6 +42,8 @@ export class PoolKey {
     value: string,
     readonly weight = 1,
     account?: KeyAccount,
+    /** The group configured for this key (`{ key, group }`); a learned one lives in the pool. */
+    readonly group?: string,
   ) {
     this.#value = value;
     this.hint = value.length >= MIN_KEY_LENGTH_FOR_HINT ? value.slice(-4) : '';
@@ -77,7 +85,7 @@ export function buildKeys(where: string, inputs: unknown, { firstIndex = 0, take
   const at = (i: number | 'pool') => (i === 'pool' ? 'a key already in the pool' : `the one at index ${i}`);
   inputs.forEach((input: unknown, offset) => {
     const index = firstIndex + offset;
-    const { id, value, weight, account } = readKeyInput(where, input, index);
+    const { id, value, weight, account, group } = readKeyInput(where, input, index);
     if (!HEADER_SAFE.test(value)) {
       throw new KeyFailoverError(
         'ERR_EKF_INVALID_KEYS',
@@ -102,21 +110,23 @@ export function buildKeys(where: string, inputs: unknown, { firstIndex = 0, take
     }
     indexByValue.set(value, index);
     indexById.set(id, index);
-    keys.push(new PoolKey(id, value, weight, account));
+    keys.push(new PoolKey(id, value, weight, account, group));
   });
   return keys;
 }
 
-const KEY_FIELDS = ['id', 'key', 'weight', 'organization', 'project'];
+const KEY_FIELDS = ['id', 'key', 'weight', 'organization', 'project', 'group'];
 
 function readKeyInput(
   where: string,
   input: unknown,
   index: number,
-): { id: string; value: string; weight: number; account: KeyAccount | undefined } {
-  if (typeof input === 'string' && input.length > 0) return { id: `key-${index}`, value: input, weight: 1, account: undefined };
+): { id: string; value: string; weight: number; account: KeyAccount | undefined; group: string | undefined } {
+  if (typeof input === 'string' && input.length > 0) {
+    return { id: `key-${index}`, value: input, weight: 1, account: undefined, group: undefined };
+  }
   if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
-    const { id, key, weight, organization, project } = input as Record<string, unknown>;
+    const { id, key, weight, organization, project, group } = input as Record<string, unknown>;
     const unknown = Object.keys(input).find((name) => !KEY_FIELDS.includes(name));
     if (unknown !== undefined) {
       throw new KeyFailoverError(
@@ -143,11 +153,19 @@ function readKeyInput(
         `${where}: the entry at index ${index} has a "weight" that is not a positive number (${describeValue(weight)}).`,
       );
     }
+    // Group names go into Redis keys, metric labels and the status page: printable ASCII, bounded.
+    if (group !== undefined && (typeof group !== 'string' || !GROUP_NAME.test(group))) {
+      throw new KeyFailoverError(
+        'ERR_EKF_INVALID_KEYS',
+        `${where}: the entry at index ${index} has a "group" that is not a non-empty string of at most ${MAX_GROUP_LENGTH} visible ASCII characters (${describeValue(group)}).`,
+      );
+    }
     return {
       id: id ?? `key-${index}`,
       value: key,
       weight: weight ?? 1,
       account: { ...accountField(where, index, 'organization', organization), ...accountField(where, index, 'project', project) },
+      group,
     };
   }
   throw new KeyFailoverError(

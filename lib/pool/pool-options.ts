@@ -1,4 +1,4 @@
-import { KeyFailoverError, checkPositiveInteger, describeValue } from '../validations.js';
+import { KeyFailoverError, checkPositiveInteger, describeValue, type Logger } from '../validations.js';
 import type { KeyInput } from './keys.js';
 import type { ModelScopeFunction } from './scopes.js';
 import type { KeyStateStore } from './store.js';
@@ -30,10 +30,26 @@ export interface KeyPoolOptions {
   modelScope?: ModelScopeFunction;
   /** The clock cooldowns are measured against (epoch ms). Default `Date.now`. Handed to the store too. */
   now?: () => number;
-  /** Random numbers in [0, 1) for the 'weighted' strategy. Default `Math.random`. */
+  /** Random numbers in [0, 1) for the 'weighted' strategy and the cooldown jitter. Default `Math.random`. */
   random?: () => number;
   /** Where key state lives. Default: a `MemoryKeyStateStore` of this process. */
   store?: KeyStateStore;
+  /**
+   * A 429's cooldown is lengthened by a random share of itself, up to this fraction (never past
+   * `maxCooldownMs`), so that keys cooled together do not come back together. Default 0.1; 0 for none.
+   */
+  cooldownJitter?: number;
+  /**
+   * A key (its group) whose answer says fewer tokens than this are left, for the request's model, is passed
+   * over until that limit resets. Default 0: only an exhausted request limit sets a key aside.
+   */
+  minRemainingTokens?: number;
+  /** The longest one probe holds a key whose cooldown ended, if its answer never comes. Default 30 000 ms. */
+  probeTimeoutMs?: number;
+  /** How long the pool remembers which key created an upstream object (affinity). Default 24 h; 0 turns affinity off. */
+  affinityTtlMs?: number;
+  /** Where the pool's warnings go (all keys in one group). Default `console`; `false` for silence. */
+  logger?: Logger | false;
 }
 
 export const OPTIONS = [
@@ -48,6 +64,11 @@ export const OPTIONS = [
   'now',
   'random',
   'store',
+  'cooldownJitter',
+  'minRemainingTokens',
+  'probeTimeoutMs',
+  'affinityTtlMs',
+  'logger',
 ];
 
 const STRATEGIES: readonly Strategy[] = ['ordered', 'round-robin', 'weighted'];
@@ -99,4 +120,14 @@ export function checkStore(value: unknown): KeyStateStore {
 
 export function optionalPositive(name: string, value: unknown): number | undefined {
   return value === undefined ? undefined : checkPositiveInteger(WHERE, name, value);
+}
+
+export function checkFraction(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) {
+    throw new KeyFailoverError(
+      'ERR_EKF_INVALID_OPTION',
+      `${WHERE}: option "${name}" must be a number from 0 to 1, got ${describeValue(value)}.`,
+    );
+  }
+  return value;
 }

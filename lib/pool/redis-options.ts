@@ -22,9 +22,24 @@ export interface RedisStateStoreOptions {
   resyncIntervalMs?: number;
   /** Most per-model cooldowns held (in Redis and in each replica); past it the soonest to end go first. Default 10 000. */
   maxScopedStates?: number;
+  /**
+   * Most upstream objects whose creating key is remembered (affinity), in Redis and in each replica; past it
+   * the soonest to end go first. Default 10 000.
+   */
+  maxObjects?: number;
 }
 
-export const OPTIONS = ['client', 'url', 'prefix', 'now', 'logger', 'operationTimeoutMs', 'resyncIntervalMs', 'maxScopedStates'];
+export const OPTIONS = [
+  'client',
+  'url',
+  'prefix',
+  'now',
+  'logger',
+  'operationTimeoutMs',
+  'resyncIntervalMs',
+  'maxScopedStates',
+  'maxObjects',
+];
 
 export function checkConnection(client: unknown, url: unknown): { client?: Redis; url?: string } {
   if ((client === undefined) === (url === undefined)) {

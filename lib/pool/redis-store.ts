@@ -58,6 +58,9 @@ import {
 import { OPTIONS, WHERE, checkConnection, checkPrefix, describeRedisError, type RedisStateStoreOptions } from './redis-options.js';
 import { ChangeLog, entryOf } from './redis-log.js';
 import { RESYNC_LUA, WRITE_LUA, readResync, writeKeys, type Op, type Scripts } from './redis-scripts.js';
+import { SharedState, defineSharedCommands } from './redis-shared.js';
+import { DEFAULT_MAX_OBJECTS } from './affinity.js';
+import { recovering } from './key-states.js';
 
 export type { RedisStateStoreOptions };
 import {
@@ -83,6 +86,8 @@ export class RedisStateStore implements KeyStateStore {
   private readonly origin = randomUUID();
   private readonly view: MemoryKeyStateStore;
   private readonly log = new ChangeLog();
+  /** Groups, probe leases, healthy notices and object owners (redis-shared.ts). */
+  private readonly shared: SharedState;
   /** Redis TIME minus this replica's clock, from the latest reply: stamps are in Redis time. */
   private offset = 0;
   /** The token of the server this view last caught up with; undefined until a replay read one. */
@@ -116,7 +121,8 @@ export class RedisStateStore implements KeyStateStore {
     this.timeoutMs = checkPositiveInteger(WHERE, 'operationTimeoutMs', options.operationTimeoutMs ?? 1000);
     const resyncIntervalMs = checkPositiveInteger(WHERE, 'resyncIntervalMs', options.resyncIntervalMs ?? 30_000, { allowZero: true });
     this.maxScoped = checkPositiveInteger(WHERE, 'maxScopedStates', options.maxScopedStates ?? DEFAULT_MAX_SCOPED_STATES);
-    this.view = new MemoryKeyStateStore({ maxScopedStates: this.maxScoped });
+    const maxObjects = checkPositiveInteger(WHERE, 'maxObjects', options.maxObjects ?? DEFAULT_MAX_OBJECTS);
+    this.view = new MemoryKeyStateStore({ maxScopedStates: this.maxScoped, maxObjects });
     this.view.useClock(() => this.now());
     this.synced = new Promise((resolve) => (this.markSynced = resolve));
 
@@ -140,6 +146,19 @@ export class RedisStateStore implements KeyStateStore {
       this.client.defineCommand('ekfKeyStateWrite', { numberOfKeys: 6, lua: WRITE_LUA });
       this.client.defineCommand('ekfKeyStateResync', { numberOfKeys: 3, lua: RESYNC_LUA });
     }
+    defineSharedCommands(this.client);
+    this.shared = new SharedState({
+      client: this.client,
+      prefix: this.prefix,
+      channel: this.channel,
+      origin: this.origin,
+      view: this.view,
+      maxObjects,
+      now: () => this.now(),
+      ready: () => !this.closed && this.client.status === 'ready',
+      timed: (promise) => this.timed(promise),
+      outage: (error) => this.outage(error),
+    });
 
     const onReady = () => void this.catchUp();
     const onClose = () => this.outage();
@@ -225,6 +244,37 @@ export class RedisStateStore implements KeyStateStore {
   /** A key that left this replica's pool: dropped from the view only; other replicas may still use it. */
   forget(id: string): void {
     this.view.forget(id);
+  }
+
+  groupOf(id: string): string | undefined {
+    return this.view.groupOf(id);
+  }
+
+  /** The first group learned for a key stays, on every replica (HSETNX). */
+  learnGroup(id: string, group: string): boolean {
+    return this.shared.learnGroup(id, group);
+  }
+
+  /** Ends a probe everywhere: each replica drops the key's cooldowns that already ended. */
+  markHealthy(id: string, scope?: string): void {
+    this.shared.markHealthy(id, scope);
+  }
+
+  /** One probe across replicas: a lease in Redis (SET NX PX). 0 when this replica holds it, else the ms left on another's. */
+  leaseProbe(entry: string, ms: number): Promise<number> {
+    return this.shared.leaseProbe(entry, ms);
+  }
+
+  releaseProbe(entry: string): void {
+    this.shared.releaseProbe(entry);
+  }
+
+  rememberObject(object: string, id: string, until: number): void {
+    this.shared.rememberObject(object, id, until);
+  }
+
+  objectOwner(object: string): string | undefined {
+    return this.view.objectOwner(object);
   }
 
   /** Stops listening and closes the connections the store made; a `client` you gave stays open. */
@@ -314,6 +364,7 @@ export class RedisStateStore implements KeyStateStore {
       return;
     }
     if (event.from === this.origin || typeof event.id !== 'string' || typeof event.op !== 'string') return;
+    if (this.shared.receive(event)) return;
     const scope = event.op === 'scoped' && typeof event.scope === 'string' ? event.scope : undefined;
     const entry = entryOf(event.id, scope);
     // Our own changes are in the view already; an unconfirmed local write is newer than what Redis said before it.
@@ -346,12 +397,14 @@ export class RedisStateStore implements KeyStateStore {
         this.catchUpAgain = false;
         if (this.client.status !== 'ready') return;
         await this.replay();
+        await this.shared.replay();
         if (!(await this.resync())) {
           // Redis restarted after the replay read its epoch: the answer came from a server that has not had
           // the replay. Again: the replay sees the new epoch now, and gives it everything.
           this.catchUpAgain = true;
           continue;
         }
+        await this.shared.resync();
         this.markSynced();
         if (this.down && this.subscribed) {
           this.down = false;
@@ -436,7 +489,11 @@ export class RedisStateStore implements KeyStateStore {
     const scoped = new Map(scopedList.map((entry) => [entryOf(entry.id, entry.scope), entry]));
     const untouched = (entry: string) => this.log.untouchedSince(entry, checkpoint);
     for (const id of new Set([...[...this.view.entries()].map(([id]) => id), ...states.keys()])) {
-      if (untouched(id)) this.view.put(id, states.get(id));
+      if (!untouched(id)) continue;
+      const mine = this.view.get(id);
+      // A cooldown that ended here and that no answer said healthy yet is gone from Redis (it expired): kept, so that one probe still goes first.
+      if (!states.has(id) && mine !== undefined && !mine.disabled && recovering(mine.cooldownUntil, now)) continue;
+      this.view.put(id, states.get(id));
     }
     for (const { id, scope } of this.view.scopedEntries()) {
       const entry = entryOf(id, scope);

@@ -10,7 +10,16 @@
  * The pool addresses a key's state by its state id (the key's id and a short
  * fingerprint of its value, never the value): a rotated value starts with a
  * state of its own, and a late answer for the old value marks nothing live.
+ * A group of keys has a state of its own too, `<name>@group`, kept the same way.
+ *
+ * A cooldown that ended stays readable (its end, in the past) until an answer
+ * says the key is healthy again (`markHealthy`), for RECOVERY_WINDOW_MS at
+ * most: the pool lets one probe at a time try such a key.
  */
+import { DEFAULT_MAX_OBJECTS, ObjectOwners } from './affinity.js';
+
+/** How long after its end a cooldown still takes a probe: past it, nobody was waiting to rush back. */
+export const RECOVERY_WINDOW_MS = 60_000;
 
 /** Why a key is out of the pool: its credential was refused, or its account is out of money. */
 export type DisabledReason = 'auth' | 'quota';
@@ -63,11 +72,33 @@ export interface KeyStateStore {
    * skips it in one step until something changes.
    */
   readonly generation?: number;
+  /** Optional: the group key `id` was learned to belong to (from an upstream answer); shared stores share it. */
+  groupOf?(id: string): string | undefined;
+  /** Optional: remembers that key `id` belongs to `group`. The first group learned stays; true when this one is new. */
+  learnGroup?(id: string, group: string): boolean;
+  /**
+   * Optional: an answer said the key is healthy again: its cooldowns that already ended (for `scope`, and
+   * for every model) are dropped, so that no more probes are needed. A cooldown still running stays.
+   */
+  markHealthy?(id: string, scope?: string): void;
+  /**
+   * Optional, for stores shared by processes: takes the lease on probing `entry` (a state id and a scope)
+   * for `ms`; resolves to 0 when this process holds it, else to the ms left on the lease another holds.
+   */
+  leaseProbe?(entry: string, ms: number): Promise<number>;
+  /** Optional: gives a lease taken with `leaseProbe` back. */
+  releaseProbe?(entry: string): void;
+  /** Optional: remembers that the key with state id `id` created upstream object `object`, until `until` (epoch ms). */
+  rememberObject?(object: string, id: string, until: number): void;
+  /** Optional: the state id of the key that created `object`, while remembered. */
+  objectOwner?(object: string): string | undefined;
 }
 
 export interface MemoryKeyStateStoreOptions {
   /** Most scoped cooldowns held at once; past it the expired, then the oldest, go first. Default 10 000. */
   maxScopedStates?: number;
+  /** Most upstream objects whose creating key is remembered (affinity); past it the oldest go first. Default 10 000. */
+  maxObjects?: number;
 }
 
 export const DEFAULT_MAX_SCOPED_STATES = 10_000;
@@ -79,6 +110,8 @@ export class MemoryKeyStateStore implements KeyStateStore {
   private readonly scoped = new Map<string, Map<string, number>>();
   private readonly order = new Map<string, { id: string; scope: string }>();
   private readonly maxScoped: number;
+  private readonly groups = new Map<string, string>();
+  private readonly objects: ObjectOwners;
   private now: () => number = Date.now;
   generation = 0;
 
@@ -87,7 +120,12 @@ export class MemoryKeyStateStore implements KeyStateStore {
     if (!Number.isSafeInteger(max) || max < 1) {
       throw new RangeError(`new MemoryKeyStateStore(): option "maxScopedStates" must be a positive integer, got ${String(max)}.`);
     }
+    const maxObjects = options.maxObjects ?? DEFAULT_MAX_OBJECTS;
+    if (!Number.isSafeInteger(maxObjects) || maxObjects < 1) {
+      throw new RangeError(`new MemoryKeyStateStore(): option "maxObjects" must be a positive integer, got ${String(maxObjects)}.`);
+    }
     this.maxScoped = max;
+    this.objects = new ObjectOwners(maxObjects, () => this.now());
   }
 
   get scopedCount(): number {
@@ -105,9 +143,64 @@ export class MemoryKeyStateStore implements KeyStateStore {
   scopedUntil(id: string, scope: string): number {
     const until = this.scoped.get(id)?.get(scope);
     if (until === undefined) return 0;
-    // An expired one goes when it is next read, so that a pool that is all well again stops reading models.
-    if (until <= this.now()) this.dropScope(orderKey(id, scope), id, scope);
+    // One that ended stays until an answer says the key is healthy (markHealthy), or the recovery window is over:
+    // then it goes when it is next read, so that a pool that is all well again stops reading models.
+    if (until + RECOVERY_WINDOW_MS <= this.now()) {
+      this.dropScope(orderKey(id, scope), id, scope);
+      return 0;
+    }
     return until;
+  }
+
+  markHealthy(id: string, scope?: string): void {
+    const now = this.now();
+    const state = this.states.get(id);
+    if (state && !state.disabled && state.cooldownUntil > 0 && state.cooldownUntil <= now) {
+      state.cooldownUntil = 0;
+      this.generation++;
+    }
+    if (scope === undefined) return;
+    const until = this.scoped.get(id)?.get(scope);
+    if (until !== undefined && until <= now) {
+      this.dropScope(orderKey(id, scope), id, scope);
+      this.generation++;
+    }
+  }
+
+  groupOf(id: string): string | undefined {
+    return this.groups.get(id);
+  }
+
+  learnGroup(id: string, group: string): boolean {
+    if (this.groups.has(id)) return false;
+    this.groups.set(id, group);
+    this.generation++;
+    return true;
+  }
+
+  rememberObject(object: string, id: string, until: number): void {
+    this.objects.set(object, id, until);
+  }
+
+  objectOwner(object: string): string | undefined {
+    return this.objects.get(object);
+  }
+
+  /** @internal Sets a key's learned group as another store said it is, whatever was here. */
+  putGroup(id: string, group: string): void {
+    if (this.groups.get(id) === group) return;
+    this.groups.set(id, group);
+    this.generation++;
+  }
+
+  /** @internal Every learned group membership (state id, group). */
+  groupEntries(): IterableIterator<[string, string]> {
+    return this.groups.entries();
+  }
+
+  /** @internal Every remembered object, for a store that keeps this one as its local view. */
+  objectEntries(): { object: string; id: string; until: number }[] {
+    return this.objects.entries();
   }
 
   scopes(id: string): ScopedCooldown[] {
@@ -138,12 +231,17 @@ export class MemoryKeyStateStore implements KeyStateStore {
   }
 
   enable(id: string): void {
-    this.forget(id);
+    this.generation++;
+    this.states.delete(id);
+    this.dropScopes(id);
   }
 
   forget(id: string): void {
-    this.generation++;
-    this.states.delete(id);
+    this.enable(id);
+    this.groups.delete(id);
+  }
+
+  private dropScopes(id: string): void {
     const scopes = this.scoped.get(id);
     if (!scopes) return;
     for (const scope of scopes.keys()) this.order.delete(orderKey(id, scope));
@@ -199,7 +297,7 @@ export class MemoryKeyStateStore implements KeyStateStore {
   }
 
   /**
-   * Past the bound: from the oldest mark on, the expired go, and live ones while still over it.
+   * Past the bound: from the oldest mark on, the expired (past their recovery window) go, and live ones while still over it.
    * A few at a time (the oldest marks are the likeliest to have expired), so that a mark stays O(1).
    */
   private evict(): void {
@@ -209,7 +307,7 @@ export class MemoryKeyStateStore implements KeyStateStore {
       const over = this.order.size > this.maxScoped;
       if (!over && looked >= 64) break;
       looked++;
-      if (over || (this.scoped.get(id)?.get(scope) ?? 0) <= now) this.dropScope(key, id, scope);
+      if (over || (this.scoped.get(id)?.get(scope) ?? 0) + RECOVERY_WINDOW_MS <= now) this.dropScope(key, id, scope);
       else if (!over) break;
     }
   }

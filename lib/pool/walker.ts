@@ -1,5 +1,6 @@
 import type { PoolKey } from './keys.js';
 import type { RouteScope } from './scopes.js';
+import type { Probe } from './probes.js';
 
 /** How each walk picks its first key. */
 export type Strategy = 'ordered' | 'round-robin' | 'weighted';
@@ -19,6 +20,11 @@ export interface WalkerSource {
   knownHead(scope: string | undefined): number;
   /** @internal keys [0, end) were all unavailable for `scope`, and stay so until `until` unless the store changes. */
   rememberHead(end: number, until: number, scope: string | undefined): void;
+  /**
+   * @internal A key whose cooldown ended at `until` (in the past): the probe to send with it, 0 when it
+   * needs none, or when the probe another request holds gives it back.
+   */
+  claimProbe(key: PoolKey, until: number, now: number, scope: string | undefined): Probe | number;
 }
 
 const UNREAD = Symbol('unread');
@@ -32,6 +38,8 @@ const UNREAD = Symbol('unread');
 export class KeyWalker {
   private visited = 0;
   private scopeRead: string | undefined | typeof UNREAD = UNREAD;
+  /** @internal When the key `next()` last handed out is a probe (its cooldown just ended): which. */
+  probe: Probe | undefined;
 
   constructor(
     private readonly source: WalkerSource,
@@ -39,7 +47,14 @@ export class KeyWalker {
     private readonly start: number,
     private readonly model?: ModelSource,
     private readonly route?: RouteScope,
+    /** A walk over some keys only (the one key that holds an object): the pool's head is not this list's. */
+    private readonly partial = false,
   ) {}
+
+  /** @internal The keys this walk goes through. */
+  get list(): readonly PoolKey[] {
+    return this.keys;
+  }
 
   /** The request's scope (its model's, else its route's), read once, and only when some key cools for a single scope. */
   scope(): string | undefined {
@@ -50,12 +65,18 @@ export class KeyWalker {
     return this.scopeRead;
   }
 
+  /** @internal The request's model scope if it has been read already; null when it has not (it is not read here). */
+  scopeIfRead(): string | undefined | null {
+    return this.scopeRead === UNREAD ? null : this.scopeRead;
+  }
+
   next(): PoolKey | undefined {
     const { keys, source } = this;
+    this.probe = undefined;
     const now = source.now();
     const scope = source.hasScopedStates() ? this.scope() : undefined;
     // A walk from the first key skips the head known to be unavailable, and notes how long the run it starts with stays so.
-    let atHead = this.start === 0 && this.visited === 0;
+    let atHead = !this.partial && this.start === 0 && this.visited === 0;
     if (atHead) {
       this.visited = source.knownHead(scope);
       atHead = this.visited === 0; // a head already known is not noted again
@@ -65,7 +86,16 @@ export class KeyWalker {
       let index = this.start + this.visited++;
       if (index >= keys.length) index -= keys.length;
       const key = keys[index]!;
-      const until = source.unavailableUntil(key, now, scope);
+      let until = source.unavailableUntil(key, now, scope);
+      if (until > 0 && until <= now) {
+        // Its cooldown ended: one request at a time may try it; while another's probe is out, it is passed over.
+        const probe = source.claimProbe(key, until, now, scope);
+        if (typeof probe === 'number') until = probe;
+        else {
+          this.probe = probe;
+          until = 0;
+        }
+      }
       if (until <= now) {
         if (atHead && index > 0) source.rememberHead(index, headUntil, scope);
         return key;

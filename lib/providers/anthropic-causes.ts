@@ -17,6 +17,7 @@ const QUOTA_ERROR_CODES = new Set([
 const INVALID_KEY_ERROR_CODES = new Set(['organization_on_hold', 'claude_code_key_creator_not_member']);
 // 400 invalid_request_error when a spend limit you set is reached, or the prepaid credit is gone.
 const USAGE_LIMITS = /^you have reached your specified (workspace )?api usage limits/i;
+const WORKSPACE_LIMITS = /^you have reached your specified workspace api usage limits/i;
 const CREDIT_TOO_LOW = /credit balance is too low/i;
 // The buckets a 429 names in its headers; "(rounded to the nearest thousand)" for tokens, so 0 is "empty".
 const REMAINING_HEADERS = [
@@ -65,6 +66,11 @@ export const anthropicFailures: FailureClassifier = {
   signature({ status, body }: FailureAnswer): string {
     const error = errorObject(body);
     return `${status} ${stringField(error, 'type') ?? ''} ${detailsCode(error) ?? ''}`;
+  },
+
+  // Credit, billing and spend limits are the organization's; a workspace's own usage limit is that workspace's.
+  accountWide({ body }: FailureAnswer): boolean {
+    return !WORKSPACE_LIMITS.test(stringField(errorObject(body), 'message') ?? '');
   },
 };
 

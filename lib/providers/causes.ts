@@ -61,6 +61,11 @@ export interface FailureClassifier {
    * error's codes, never its message (which may name the key's hint).
    */
   signature(answer: FailureAnswer): string;
+  /**
+   * For an `insufficient_quota` answer: whether the empty account is the whole organization's (its
+   * balance, its spend limit), so that every key of the key's group is out, rather than one project's.
+   */
+  accountWide?(answer: FailureAnswer): boolean;
 }
 
 /** The `error` object of an error body (`{ error: {...} }`, OpenAI's and Anthropic's shape alike). */

@@ -62,6 +62,11 @@ export const openaiFailures: FailureClassifier = {
     const error = errorObject(body);
     return `${status} ${stringField(error, 'type') ?? ''} ${stringField(error, 'code') ?? ''}`;
   },
+
+  // Billing is the organization's; a project's own budget is that project's.
+  accountWide({ body }: FailureAnswer): boolean {
+    return stringField(errorObject(body), 'code') !== 'project_spend_limit_exceeded';
+  },
 };
 
 /** A request whose own size is above the limit, not a limit reached by the traffic before it. */

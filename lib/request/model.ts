@@ -5,6 +5,8 @@
  * only when the pool needs the model (some key cools for one model, or a
  * 429 is being marked), and at most once per request. The whole top-level
  * object is scanned, as a parser would read it: the last `"model"` counts.
+ * The same scan reads the other top-level fields the walk needs (the
+ * objects a request names).
  */
 
 const QUOTE = 0x22;
@@ -16,6 +18,7 @@ const CLOSE_BRACE = 0x7d;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const MODEL = Buffer.from('model');
+const ID = Buffer.from('id');
 
 /**
  * The top-level `"model"` string of a JSON object body; undefined when there is none, when it is not a
@@ -26,6 +29,25 @@ export function readModel(body: Buffer | null | undefined): string | undefined {
   if (!body || body.length === 0) return undefined;
   const at = fieldValue(body, 0, MODEL);
   return at >= 0 && body[at] === QUOTE ? readString(body, at) : undefined;
+}
+
+/**
+ * A top-level field of a JSON object body (`name` as bytes): its string value, the `"id"` string of an
+ * object value (OpenAI's `conversation: { id }`), or for a literal (`true`, `false`, `null`, a number)
+ * its text. Undefined when there is none or the body is not such JSON. Read as readModel reads, the last one counting.
+ */
+export function readField(body: Buffer | null | undefined, name: Buffer): string | undefined {
+  if (!body || body.length === 0) return undefined;
+  const at = fieldValue(body, 0, name);
+  if (at < 0) return undefined;
+  if (body[at] === QUOTE) return readString(body, at);
+  if (body[at] === OPEN_BRACE) {
+    const id = fieldValue(body, at, ID);
+    return id >= 0 && body[id] === QUOTE ? readString(body, id) : undefined;
+  }
+  if (body[at] === OPEN_BRACKET) return undefined;
+  const end = skipValue(body, at);
+  return end > at ? body.toString('latin1', at, end) : undefined;
 }
 
 /**

@@ -44,7 +44,7 @@ export function decodeBody(headers: ResponseHeaders, body: Readable): { headers:
 }
 
 /** The decoders to apply in order, or undefined when there is nothing (or nothing known) to undo. */
-function decodersFor(value: string | string[] | undefined): Decoder[] | undefined {
+export function decodersFor(value: string | string[] | undefined): Decoder[] | undefined {
   if (value === undefined) return undefined;
   const codings = (Array.isArray(value) ? value.join(',') : value)
     .split(',')

@@ -84,13 +84,19 @@ export interface ModelViolation {
  * while the model says the pool already knew it was cooling or disabled, and
  * every exhausted walk whose answer (429 + Retry-After, or 502) the model
  * predicts differently from what the client got (`answers`, by request).
+ * A 429's cooldown may be lengthened by up to `jitter` of itself (the pool's
+ * cooldownJitter): no key may be handed out before the unjittered end, and a
+ * Retry-After may be as long as the jittered one.
  */
 export function checkAgainstModel(
   events: readonly PoolEvent[],
   keyIds: readonly string[],
   exhaustedAnswer?: (req: string) => { status: number; retryAfter: number | undefined } | undefined,
+  jitter = 0.1,
 ): { violations: ModelViolation[]; checkedChoices: number; checkedExhaustions: number } {
-  const state = new Map<string, { until: number; disabled: boolean }>(keyIds.map((id) => [id, { until: 0, disabled: false }]));
+  const state = new Map<string, { until: number; untilJittered: number; disabled: boolean }>(
+    keyIds.map((id) => [id, { until: 0, untilJittered: 0, disabled: false }]),
+  );
   const violations: ModelViolation[] = [];
   let checkedChoices = 0;
   let checkedExhaustions = 0;
@@ -106,14 +112,17 @@ export function checkAgainstModel(
       }
       case 'cooldown': {
         const s = state.get(event.keyId)!;
-        if (!s.disabled) s.until = Math.max(s.until, Math.ceil(event.t + event.ms));
+        if (!s.disabled) {
+          s.until = Math.max(s.until, Math.ceil(event.t + event.ms));
+          s.untilJittered = Math.max(s.untilJittered, Math.ceil(event.t + event.ms * (1 + jitter)));
+        }
         break;
       }
       case 'disable':
-        state.set(event.keyId, { until: 0, disabled: true });
+        state.set(event.keyId, { until: 0, untilJittered: 0, disabled: true });
         break;
       case 'enable':
-        state.set(event.keyId, { until: 0, disabled: false });
+        state.set(event.keyId, { until: 0, untilJittered: 0, disabled: false });
         break;
       case 'exhausted': {
         if (!exhaustedAnswer || event.req === undefined) break;
@@ -125,13 +134,16 @@ export function checkAgainstModel(
           if (answer.status !== 502) violations.push({ event, why: `every key disabled, client got ${answer.status}` });
         } else {
           const smallest = Math.min(...enabled.map((s) => Math.max(0, s.until - event.t)));
+          const smallestJittered = Math.min(...enabled.map((s) => Math.max(0, s.untilJittered - event.t)));
           const expected = Math.max(1, Math.ceil(smallest / 1000));
+          const longest = Math.max(1, Math.ceil(smallestJittered / 1000));
           // pool.exhaustion() reads the clock once more, a moment later: a second boundary may pass.
-          const ok = answer.status === 429 && (answer.retryAfter === expected || answer.retryAfter === Math.max(1, expected - 1));
+          const retryAfter = answer.retryAfter ?? -1;
+          const ok = answer.status === 429 && retryAfter >= Math.max(1, expected - 1) && retryAfter <= longest;
           if (!ok)
             violations.push({
               event,
-              why: `expected 429 with Retry-After ${expected}, client got ${answer.status} / ${answer.retryAfter}`,
+              why: `expected 429 with Retry-After ${expected}${longest > expected ? `..${longest}` : ''}, client got ${answer.status} / ${answer.retryAfter}`,
             });
         }
         break;
