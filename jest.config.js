@@ -22,6 +22,9 @@ const base = {
 
 module.exports = {
   testTimeout: 20000,
+  // One worker on a small machine runs every file in one process, and its heap grows over ~90 files
+  // (1.3 GB seen); a limit makes jest run them in a worker it replaces once the heap passes it.
+  workerIdleMemoryLimit: '700MB',
   // Finds redis-server and Chromium (installs them with apt-get as root); a suite whose service is
   // missing is skipped with one line at the end (services-reporter.js), or fails in CI mode (CI=true).
   globalSetup: '<rootDir>/__tests__/support/services-setup.js',
