@@ -7,53 +7,25 @@
  */
 import type { Express } from 'express';
 import type { ServerResponse } from 'node:http';
-import { Redis } from 'ioredis';
 import request from 'supertest';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
 import type { KeyPoolOptions } from '../lib/index.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, listen } from './support/gateway.js';
-import { MockUpstream, byKey, type SeenRequest } from './support/mock-upstream.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, listen } from './support/gateway.js';
+import { byKey, type SeenRequest } from './support/mock-upstream.js';
 import { openai, openaiOk } from './support/provider-answers.js';
-import { RedisServer } from './support/redis-server.js';
-import { needs } from './support/services.js';
+import { redisReplicaSuite } from './support/redis-suite.js';
 
-const { test, beforeAll, afterAll, beforeEach, afterEach } = needs('redis-server');
-
-let redis: RedisServer;
-let upstream: MockUpstream;
-let inspector: Redis;
-const stores: RedisStateStore[] = [];
-let tests = 0;
-let prefix = '';
-
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-  redis = await RedisServer.start();
-  inspector = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: true });
-  inspector.on('error', () => {});
-});
-beforeEach(() => {
-  prefix = `ekf-avoid-${++tests}:`;
-});
-afterEach(async () => {
-  upstream?.reset();
-  await Promise.all(stores.splice(0).map((store) => store.close()));
-});
-afterAll(async () => {
-  inspector?.disconnect();
-  await closeGateways();
-  await upstream?.close();
-  await redis?.stop();
-});
+const suite = redisReplicaSuite('avoid');
+const { test } = suite;
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 const ORG = 'org-SharedAcross0001';
 
 function replica(pool: Partial<KeyPoolOptions> = {}, store: Partial<RedisStateStoreOptions> = {}) {
   const clock = new FakeClock(T0);
-  const redisStore = new RedisStateStore({ url: redis.url, prefix, logger: false, ...store });
-  stores.push(redisStore);
-  const g = gateway(upstream.url, {}, { store: redisStore, now: clock.now, ...pool });
+  const redisStore = new RedisStateStore({ url: suite.redis.url, prefix: suite.prefix, logger: false, ...store });
+  suite.track(redisStore);
+  const g = gateway(suite.upstream.url, {}, { store: redisStore, now: clock.now, ...pool });
   return { ...g, clock, store: redisStore };
 }
 type Replica = ReturnType<typeof replica>;
@@ -74,7 +46,7 @@ test('a group learned on replica A holds on B: a 429 on k0 then keeps B off k1 t
   const a = replica({ strategy: 'round-robin' });
   const b = replica();
   await Promise.all([a.store.ready(), b.store.ready()]);
-  upstream.behaviour = ok;
+  suite.upstream.behaviour = ok;
   for (let i = 0; i < 3; i++) await post(a.app);
   await eventually(
     () =>
@@ -85,27 +57,27 @@ test('a group learned on replica A holds on B: a 429 on k0 then keeps B off k1 t
     "B learns A's groups",
   );
 
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30', 'openai-organization': ORG }) }, ok);
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30', 'openai-organization': ORG }) }, ok);
   await post(a.app); // round-robin: k0 first
   await eventually(() => (b.pool.snapshot()[1]!.models?.length ?? 0) > 0, "B's view of the group's cooldown");
-  upstream.seen.length = 0;
+  suite.upstream.seen.length = 0;
   await post(b.app);
-  expect(upstream.keysSeen()).toEqual([K2]);
+  expect(suite.upstream.keysSeen()).toEqual([K2]);
 });
 
 test('one probe across two replicas: of 50 concurrent requests, exactly one reaches the recovered key before its answer', async () => {
   const a = replica();
   const b = replica();
   await Promise.all([a.store.ready(), b.store.ready()]);
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) }, ok);
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) }, ok);
   await post(a.app);
   await eventually(() => (b.pool.snapshot()[0]!.models?.length ?? 0) > 0, "B's view of k0's cooldown");
   a.clock.advance(10_000);
   b.clock.advance(10_000);
-  upstream.seen.length = 0;
+  suite.upstream.seen.length = 0;
 
   const held: (() => void)[] = [];
-  upstream.behaviour = byKey({ [K0]: (req, res) => void held.push(() => ok(req, res)) }, ok);
+  suite.upstream.behaviour = byKey({ [K0]: (req, res) => void held.push(() => ok(req, res)) }, ok);
   const servers = await Promise.all([listen(a.app), listen(b.app)]);
   const probes: string[] = [];
   for (const r of [a, b]) r.pool.on('probe', (e) => probes.push(e.outcome));
@@ -118,18 +90,18 @@ test('one probe across two replicas: of 50 concurrent requests, exactly one reac
       });
       return ((await res.json()) as { by?: string }).by;
     });
-    await eventually(() => upstream.seen.length === 50 && held.length === 1, '49 answers elsewhere, the probe held');
-    expect(upstream.seen.filter((r) => r.key === K0)).toHaveLength(1);
+    await eventually(() => suite.upstream.seen.length === 50 && held.length === 1, '49 answers elsewhere, the probe held');
+    expect(suite.upstream.seen.filter((r) => r.key === K0)).toHaveLength(1);
     held[0]!();
     expect((await Promise.all(answers)).filter((by) => by === K0)).toHaveLength(1);
     expect(probes).toEqual(['started', 'healthy']);
     // The healthy answer reached both replicas: no more probes, k0 is back for everyone.
     await eventually(() => [a, b].every((r) => r.pool.snapshot()[0]!.probing === undefined), 'the lease gone on both');
-    upstream.seen.length = 0;
-    upstream.behaviour = ok;
+    suite.upstream.seen.length = 0;
+    suite.upstream.behaviour = ok;
     await Promise.all([post(a.app), post(b.app), post(a.app), post(b.app)]);
-    expect(upstream.keysSeen()).toEqual([K0, K0, K0, K0]);
-    expect(await inspector.keys(`${prefix}probe:*`)).toEqual([]);
+    expect(suite.upstream.keysSeen()).toEqual([K0, K0, K0, K0]);
+    expect(await suite.inspector.keys(`${suite.prefix}probe:*`)).toEqual([]);
   } finally {
     await Promise.all(servers.map((s) => s.close()));
   }
@@ -139,13 +111,13 @@ test('a probe that never answers on A holds the key out on B only until its leas
   const a = replica({ probeTimeoutMs: 400 });
   const b = replica({ probeTimeoutMs: 400 });
   await Promise.all([a.store.ready(), b.store.ready()]);
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) }, ok);
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '10' }) }, ok);
   await post(a.app);
   await eventually(() => (b.pool.snapshot()[0]!.models?.length ?? 0) > 0, "B's view");
   a.clock.advance(10_000);
   b.clock.advance(10_000);
   const held: (() => void)[] = [];
-  upstream.behaviour = byKey({ [K0]: (req, res) => void held.push(() => ok(req, res)) }, ok);
+  suite.upstream.behaviour = byKey({ [K0]: (req, res) => void held.push(() => ok(req, res)) }, ok);
   const server = await listen(a.app);
   try {
     const stuck = fetch(`${server.url}${CHAT}`, {
@@ -154,9 +126,9 @@ test('a probe that never answers on A holds the key out on B only until its leas
       headers: { 'content-type': 'application/json' },
     });
     await eventually(() => held.length === 1, "A's probe out");
-    upstream.seen.length = 0;
+    suite.upstream.seen.length = 0;
     await post(b.app);
-    expect(upstream.keysSeen()).toEqual([K1]);
+    expect(suite.upstream.keysSeen()).toEqual([K1]);
     await new Promise((resolve) => setTimeout(resolve, 450)); // the lease's PX in Redis
     b.clock.advance(400); // and B's note of it
     const second = post(b.app).then((res) => res); // sent now (supertest sends when awaited)
@@ -173,7 +145,7 @@ test('a remaining-based skip on A and the owner of an object made on A hold on B
   const a = replica({ strategy: 'round-robin' });
   const b = replica({ strategy: 'round-robin' });
   await Promise.all([a.store.ready(), b.store.ready()]);
-  upstream.behaviour = (req, res) =>
+  suite.upstream.behaviour = (req, res) =>
     req.url === '/v1/responses'
       ? openaiOk({ id: `resp_${req.key!.slice(8, 10)}00000000000000000`, object: 'response', by: req.key })(req, res)
       : byKey({ [K0]: (rq, rs) => openaiOk({ by: rq.key }, { remainingRequests: 0, resetRequests: '20s' })(rq, rs) }, ok)(req, res);
@@ -183,36 +155,36 @@ test('a remaining-based skip on A and the owner of an object made on A hold on B
   const late = replica();
   await late.store.ready();
   for (const r of [b, late] as Replica[]) {
-    upstream.seen.length = 0;
+    suite.upstream.seen.length = 0;
     await post(r.app);
     await request(r.app)
       .post('/v1/responses')
       .send({ model: 'gpt-4o', input: 'again', previous_response_id: `resp_${K1.slice(8, 10)}00000000000000000` });
-    expect(upstream.keysSeen()[0]).not.toBe(K0);
-    expect(upstream.keysSeen()[1]).toBe(K1);
+    expect(suite.upstream.keysSeen()[0]).not.toBe(K0);
+    expect(suite.upstream.keysSeen()[1]).toBe(K1);
   }
 });
 
 test('Redis holds groups, leases and objects by state id and object id only, never a key value; objects bounded by maxObjects', async () => {
   const a = replica({ strategy: 'round-robin' }, { maxObjects: 3 });
   await a.store.ready();
-  upstream.behaviour = (req, res) =>
+  suite.upstream.behaviour = (req, res) =>
     openaiOk({ id: `resp_${Math.random().toString(36).slice(2, 14)}`, object: 'response' }, { organization: ORG })(req, res);
   for (let i = 0; i < 10; i++)
     await request(a.app)
       .post('/v1/responses')
       .send({ model: 'gpt-4o', input: `hi ${i}` });
-  await eventually(async () => (await inspector.hlen(`${prefix}groups`)) === 3, 'three groups in Redis');
-  await eventually(async () => (await inspector.zcard(`${prefix}objects:ends`)) === 3, 'objects bounded');
-  expect(await inspector.hlen(`${prefix}objects`)).toBe(3);
+  await eventually(async () => (await suite.inspector.hlen(`${suite.prefix}groups`)) === 3, 'three groups in Redis');
+  await eventually(async () => (await suite.inspector.zcard(`${suite.prefix}objects:ends`)) === 3, 'objects bounded');
+  expect(await suite.inspector.hlen(`${suite.prefix}objects`)).toBe(3);
   const dump: string[] = [];
-  for (const key of await inspector.keys(`${prefix}*`)) {
-    const type = await inspector.type(key);
+  for (const key of await suite.inspector.keys(`${suite.prefix}*`)) {
+    const type = await suite.inspector.type(key);
     dump.push(key);
-    if (type === 'hash') dump.push(...Object.entries(await inspector.hgetall(key)).flat());
-    if (type === 'zset') dump.push(...(await inspector.zrange(key, 0, -1)));
-    if (type === 'string') dump.push((await inspector.get(key)) ?? '');
-    if (type === 'set') dump.push(...(await inspector.smembers(key)));
+    if (type === 'hash') dump.push(...Object.entries(await suite.inspector.hgetall(key)).flat());
+    if (type === 'zset') dump.push(...(await suite.inspector.zrange(key, 0, -1)));
+    if (type === 'string') dump.push((await suite.inspector.get(key)) ?? '');
+    if (type === 'set') dump.push(...(await suite.inspector.smembers(key)));
   }
   for (const text of dump) for (const key of KEYS) expect(text).not.toContain(key);
 });

@@ -9,51 +9,22 @@ import { Redis } from 'ioredis';
 import request from 'supertest';
 import { KeyPool } from '../lib/index.js';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, stateId, statesFor } from './support/gateway.js';
-import { MockUpstream, byKey, ok } from './support/mock-upstream.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, stateId, statesFor } from './support/gateway.js';
+import { byKey, ok } from './support/mock-upstream.js';
 import { openai } from './support/provider-answers.js';
-import { RedisServer } from './support/redis-server.js';
-import { needs } from './support/services.js';
+import { redisReplicaSuite } from './support/redis-suite.js';
 
-// Skipped, with one line at the end of the run, where redis-server is missing (a failure in CI mode).
-const { test, beforeAll, afterAll, beforeEach, afterEach } = needs('redis-server');
-
-let redis: RedisServer;
-let upstream: MockUpstream;
-let inspector: Redis;
-const stores: RedisStateStore[] = [];
-let tests = 0;
-let prefix = '';
-
-beforeAll(async () => {
-  // One after the other, so that afterAll can stop whichever started when the other failed.
-  upstream = await MockUpstream.start();
-  redis = await RedisServer.start();
-  inspector = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: true });
-  inspector.on('error', () => {});
-});
-beforeEach(() => {
-  prefix = `ekf-scopes-${++tests}:`;
-});
-afterEach(async () => {
-  upstream?.reset();
-  await Promise.all(stores.splice(0).map((store) => store.close()));
-});
-afterAll(async () => {
-  inspector?.disconnect();
-  await closeGateways();
-  await upstream?.close();
-  await redis?.stop();
-});
+const suite = redisReplicaSuite('scopes');
+const { test } = suite;
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
 function replica(options: { store?: Partial<RedisStateStoreOptions>; logs?: string[] } = {}) {
   const clock = new FakeClock(T0);
   const logger = options.logs ? { warn: (message: string) => options.logs!.push(message) } : false;
-  const store = new RedisStateStore({ url: redis.url, prefix, logger, ...options.store });
-  stores.push(store);
-  const { app, pool } = gateway(upstream.url, {}, { store, now: clock.now });
+  const store = new RedisStateStore({ url: suite.redis.url, prefix: suite.prefix, logger, ...options.store });
+  suite.track(store);
+  const { app, pool } = gateway(suite.upstream.url, {}, { store, now: clock.now });
   return { app, pool, clock, store };
 }
 
@@ -74,19 +45,19 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 test('a per-model cooldown and an out-of-money key on A are the same on B: scope, cause and reason', async () => {
   const a = replica();
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o', { 'retry-after': '30' }), [K1]: openai.insufficientQuota() }, ok());
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o', { 'retry-after': '30' }), [K1]: openai.insufficientQuota() }, ok());
   expect((await post(a.app, 'gpt-4o')).status).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K0, K1, K2]);
+  expect(suite.upstream.keysSeen()).toEqual([K0, K1, K2]);
 
   await eventually(() => statesFor(b.pool, 'gpt-4o')[0] === 'cooling' && statesFor(b.pool)[1] === 'disabled', "B's view of both");
   expect(b.pool.snapshot()[1]).toMatchObject({ state: 'disabled', disabledReason: 'quota' });
   expect(statesFor(b.pool, 'gpt-4o-mini')).toEqual(['available', 'disabled', 'available']);
 
-  upstream.seen.length = 0;
-  upstream.behaviour = ok();
+  suite.upstream.seen.length = 0;
+  suite.upstream.behaviour = ok();
   await post(b.app, 'gpt-4o');
   await post(b.app, 'gpt-4o-mini');
-  expect(upstream.keysSeen()).toEqual([K2, K0]);
+  expect(suite.upstream.keysSeen()).toEqual([K2, K0]);
 });
 
 test('100 000 distinct model strings keep the Redis key count and the scoped set bounded', async () => {
@@ -94,16 +65,16 @@ test('100 000 distinct model strings keep the Redis key count and the scoped set
   await a.store.ready();
   for (let i = 0; i < 100_000; i++) a.pool.markRateLimited(`key-${i % 3}`, 60_000, { model: `m-${i}` });
   expect(a.store.scopedCount).toBeLessThanOrEqual(500);
-  await eventually(async () => (await inspector.zcard(`${prefix}scoped`)) > 0, 'the marks in Redis');
+  await eventually(async () => (await suite.inspector.zcard(`${suite.prefix}scoped`)) > 0, 'the marks in Redis');
   // Let the writes drain: the last one is in Redis once its member is.
   await eventually(
-    async () => (await inspector.zscore(`${prefix}scoped`, memberOf('key-0', K0, 'm-99999'))) !== null,
+    async () => (await suite.inspector.zscore(`${suite.prefix}scoped`, memberOf('key-0', K0, 'm-99999'))) !== null,
     'the last mark',
     30_000,
   );
   // Read in one script, so that a write still on its way (a retry after a local timeout, on a loaded
   // machine) cannot land between the reads: the set and the per-key fields as they stand at one instant.
-  const [members, fields, keyCount] = (await inspector.eval(
+  const [members, fields, keyCount] = (await suite.inspector.eval(
     `local out, fields = redis.call('ZRANGE', KEYS[1], 0, -1), {}
      local keys = redis.call('KEYS', ARGV[1] .. '*')
      for _, key in ipairs(keys) do
@@ -112,8 +83,8 @@ test('100 000 distinct model strings keep the Redis key count and the scoped set
      end
      return { out, fields, #keys }`,
     1,
-    `${prefix}scoped`,
-    prefix,
+    `${suite.prefix}scoped`,
+    suite.prefix,
   )) as [string[], string[], number];
   expect(members.length).toBeLessThanOrEqual(500);
   expect(keyCount).toBeLessThanOrEqual(10); // epoch, ids, scoped, and one scoped:<id> per pool key
@@ -126,7 +97,7 @@ test('100 000 distinct model strings keep the Redis key count and the scoped set
 test('an enable made during an outage survives replicas replaying their older disable after Redis comes back empty', async () => {
   // A replica reconnects slowly: the others replay first. Then the other order.
   for (const slow of ['enabler', 'others'] as const) {
-    prefix = `ekf-scopes-${++tests}:`;
+    suite.nextPrefix();
     const delay = (who: 'enabler' | 'others') => ({ retryStrategy: () => (who === slow ? 1500 : 50) });
     const enabler = replica({ store: { url: undefined, client: ownClient(delay('enabler')) } });
     const others = [
@@ -137,21 +108,21 @@ test('an enable made during an outage survives replicas replaying their older di
     enabler.pool.markDisabled('key-0');
     await eventually(() => others.every((r) => r.pool.snapshot()[0]!.state === 'disabled'), 'every replica sees key-0 disabled');
 
-    await redis.kill();
+    await suite.redis.kill();
     enabler.pool.enable('key-0'); // during the outage: only the enabler knows
-    await redis.start();
+    await suite.redis.start();
     await eventually(
       async () =>
         [enabler, ...others].every((r) => r.pool.snapshot()[0]!.state === 'available') &&
-        (await inspector.exists(`${prefix}enabled:${stateId('key-0', K0)}`)) === 1,
+        (await suite.inspector.exists(`${suite.prefix}enabled:${stateId('key-0', K0)}`)) === 1,
       `every replica sees key-0 available (${slow} slow)`,
       15_000,
     );
     // And it stays so: the replays are over.
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect([enabler, ...others].map((r) => r.pool.snapshot()[0]!.state)).toEqual(['available', 'available', 'available']);
-    expect(await inspector.exists(`${prefix}disabled:${stateId('key-0', K0)}`)).toBe(0);
-    await Promise.all(stores.splice(0).map((store) => store.close()));
+    expect(await suite.inspector.exists(`${suite.prefix}disabled:${stateId('key-0', K0)}`)).toBe(0);
+    await suite.closeStores();
   }
 }, 60_000);
 
@@ -164,9 +135,9 @@ test('a disable made after hearing of an enable wins over it, also when replayed
   b.pool.enable('key-1');
   await eventually(() => a.pool.snapshot()[1]!.state === 'available', "A hears of B's enable");
   // The pools' clocks are frozen: only the order in which the replicas heard of the changes can tell them apart.
-  await redis.kill();
+  await suite.redis.kill();
   a.pool.markDisabled('key-1', { reason: 'quota' }); // the newer change, made during an outage
-  await redis.start();
+  await suite.redis.start();
   await eventually(
     () => a.pool.snapshot()[1]!.disabledReason === 'quota' && b.pool.snapshot()[1]!.disabledReason === 'quota',
     'both end disabled (quota)',
@@ -174,8 +145,8 @@ test('a disable made after hearing of an enable wins over it, also when replayed
 });
 
 test('the store measures with the pool clock; a different now given to the store is refused', () => {
-  const store = new RedisStateStore({ url: redis.url, prefix, logger: false, now: () => 5 });
-  stores.push(store);
+  const store = new RedisStateStore({ url: suite.redis.url, prefix: suite.prefix, logger: false, now: () => 5 });
+  suite.track(store);
   expect(() => new KeyPool({ keys: [K0], store, now: new FakeClock().now })).toThrow(
     /option "now" is not the clock of the KeyPool that uses this store; give "now" to the KeyPool only/,
   );
@@ -185,18 +156,21 @@ test('ready() resolves once a new replica has caught up: its first request alrea
   const a = replica();
   await a.store.ready();
   a.pool.markRateLimited('key-0', 30_000);
-  await eventually(async () => (await inspector.exists(`${prefix}cooldown:${stateId('key-0', K0)}`)) === 1, 'the mark in Redis');
+  await eventually(
+    async () => (await suite.inspector.exists(`${suite.prefix}cooldown:${stateId('key-0', K0)}`)) === 1,
+    'the mark in Redis',
+  );
   const late = replica();
   await late.store.ready();
-  upstream.behaviour = ok();
+  suite.upstream.behaviour = ok();
   await post(late.app);
-  expect(upstream.keysSeen()).toEqual([K1]);
+  expect(suite.upstream.keysSeen()).toEqual([K1]);
 });
 
 test('ready() gives up after its bound when Redis is down, and says nothing of the password', async () => {
   const logs: string[] = [];
-  const store = new RedisStateStore({ url: 'redis://:hunter2@127.0.0.1:1', prefix, logger: { warn: (m) => logs.push(m) } });
-  stores.push(store);
+  const store = new RedisStateStore({ url: 'redis://:hunter2@127.0.0.1:1', prefix: suite.prefix, logger: { warn: (m) => logs.push(m) } });
+  suite.track(store);
   const started = Date.now();
   await store.ready(300);
   expect(Date.now() - started).toBeLessThan(1500);
@@ -208,30 +182,30 @@ test('ready() gives up after its bound when Redis is down, and says nothing of t
 test('a refused password is reported as such, once, with the server message and never the password; no ioredis noise', async () => {
   const errors: unknown[] = [];
   const consoleError = jest.spyOn(console, 'error').mockImplementation((...args) => void errors.push(args));
-  await inspector.config('SET', 'requirepass', 'right-password');
-  await inspector.auth('right-password');
+  await suite.inspector.config('SET', 'requirepass', 'right-password');
+  await suite.inspector.auth('right-password');
   try {
     const logs: string[] = [];
     const store = new RedisStateStore({
-      url: `redis://:wrong-password@127.0.0.1:${redis.port}`,
-      prefix,
+      url: `redis://:wrong-password@127.0.0.1:${suite.redis.port}`,
+      prefix: suite.prefix,
       logger: { warn: (m) => logs.push(m) },
     });
-    stores.push(store);
+    suite.track(store);
     await eventually(() => logs.length === 1, 'one warning');
     await new Promise((resolve) => setTimeout(resolve, 700)); // several reconnects
     expect(logs).toHaveLength(1);
     expect(logs[0]).toMatch(/Redis refused the store's credentials: authentication failed \((WRONGPASS|NOAUTH)[^)]*\)/);
 
     // A client of the user's: the store listens for its errors, so ioredis prints nothing at each retry either.
-    const theirs = new Redis(`redis://:wrong-password@127.0.0.1:${redis.port}`, {
+    const theirs = new Redis(`redis://:wrong-password@127.0.0.1:${suite.redis.port}`, {
       retryStrategy: () => 100,
       maxRetriesPerRequest: 1,
       disconnectTimeout: 100,
     });
     const theirLogs: string[] = [];
-    const withClient = new RedisStateStore({ client: theirs, prefix, logger: { warn: (m) => theirLogs.push(m) } });
-    stores.push(withClient);
+    const withClient = new RedisStateStore({ client: theirs, prefix: suite.prefix, logger: { warn: (m) => theirLogs.push(m) } });
+    suite.track(withClient);
     await eventually(() => theirLogs.length === 1, 'one warning for the given client');
     await new Promise((resolve) => setTimeout(resolve, 500));
     theirs.disconnect(); // theirs to stop; once the store is closed, its errors are theirs to hear again
@@ -240,30 +214,30 @@ test('a refused password is reported as such, once, with the server message and 
     for (const line of [...logs, ...theirLogs]) expect(line).not.toMatch(/wrong-password|right-password/);
     expect(errors.filter((e) => String(e).includes('Unhandled error event'))).toEqual([]);
   } finally {
-    await inspector.config('SET', 'requirepass', '');
+    await suite.inspector.config('SET', 'requirepass', '');
     consoleError.mockRestore();
   }
 });
 
 test('no key value in anything the scoped states put in Redis or publish', async () => {
   const messages: string[] = [];
-  const sniffer = new Redis(redis.url);
-  await sniffer.psubscribe(`${prefix}*`);
+  const sniffer = new Redis(suite.redis.url);
+  await sniffer.psubscribe(`${suite.prefix}*`);
   sniffer.on('pmessage', (_p: string, _c: string, message: string) => messages.push(message));
   try {
     const a = replica();
     await a.store.ready();
-    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini'), [K1]: openai.insufficientQuota() }, ok());
+    suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini'), [K1]: openai.insufficientQuota() }, ok());
     await post(a.app);
     await eventually(() => messages.length >= 2, 'two events');
     const dump: string[] = [...messages];
-    for (const key of await inspector.keys(`${prefix}*`)) {
-      const type = await inspector.type(key);
+    for (const key of await suite.inspector.keys(`${suite.prefix}*`)) {
+      const type = await suite.inspector.type(key);
       dump.push(key);
-      if (type === 'zset') dump.push(...(await inspector.zrange(key, 0, -1)));
-      if (type === 'hash') dump.push(...Object.entries(await inspector.hgetall(key)).flat());
-      if (type === 'string') dump.push((await inspector.get(key)) ?? '');
-      if (type === 'set') dump.push(...(await inspector.smembers(key)));
+      if (type === 'zset') dump.push(...(await suite.inspector.zrange(key, 0, -1)));
+      if (type === 'hash') dump.push(...Object.entries(await suite.inspector.hgetall(key)).flat());
+      if (type === 'string') dump.push((await suite.inspector.get(key)) ?? '');
+      if (type === 'set') dump.push(...(await suite.inspector.smembers(key)));
     }
     for (const text of dump) for (const key of KEYS) expect(text).not.toContain(key);
   } finally {
@@ -272,7 +246,7 @@ test('no key value in anything the scoped states put in Redis or publish', async
 });
 
 function ownClient(options: { retryStrategy: () => number }): Redis {
-  const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, ...options });
+  const client = new Redis(suite.redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, ...options });
   client.on('error', () => {});
   afterCleanup.push(client);
   return client;

@@ -1,57 +1,20 @@
 import type { Express } from 'express';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis } from 'ioredis';
 import request from 'supertest';
 import type { KeyPoolOptions } from '../lib/index.js';
 import { RedisStateStore, type RedisStateStoreOptions } from '../lib/redis.js';
-import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, closeGateways, gateway, stateId } from './support/gateway.js';
-import { MockUpstream, byKey, ok } from './support/mock-upstream.js';
+import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, stateId } from './support/gateway.js';
+import { byKey, ok } from './support/mock-upstream.js';
 import { openai, organizationOf } from './support/provider-answers.js';
-import { RedisServer } from './support/redis-server.js';
-import { needs } from './support/services.js';
-
-// Skipped, with one line at the end of the run, where redis-server is missing (a failure in CI mode).
-const { test, beforeAll, afterAll, beforeEach, afterEach } = needs('redis-server');
+import { redisReplicaSuite } from './support/redis-suite.js';
 
 /**
  * Two gateway replicas (two Express apps, two pools, two RedisStateStores)
  * sharing one real redis-server, each with its own injected clock.
  */
-let redis: RedisServer;
-let upstream: MockUpstream;
-let inspector: Redis;
-const stores: RedisStateStore[] = [];
-/** Clients a test makes itself, disconnected after it even when it fails, so that jest can exit. */
-const clients: Redis[] = [];
-const client = (options: RedisOptions = {}) => {
-  const redisClient = new Redis(redis.url, options);
-  clients.push(redisClient);
-  return redisClient;
-};
-let tests = 0;
-let prefix = '';
 
-beforeAll(async () => {
-  // One after the other, so that afterAll can stop whichever started when the other failed (a listening
-  // mock upstream nobody closes keeps jest from exiting).
-  upstream = await MockUpstream.start();
-  redis = await RedisServer.start();
-  inspector = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: true });
-  inspector.on('error', () => {});
-});
-beforeEach(() => {
-  prefix = `ekf-test-${++tests}:`;
-});
-afterEach(async () => {
-  upstream?.reset();
-  await Promise.all(stores.splice(0).map((store) => store.close()));
-  for (const c of clients.splice(0)) c.disconnect();
-});
-afterAll(async () => {
-  inspector?.disconnect();
-  await closeGateways();
-  await upstream?.close();
-  await redis?.stop();
-});
+const suite = redisReplicaSuite('test');
+const { test } = suite;
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
@@ -68,9 +31,9 @@ function replica(
   const logger = options.logs
     ? { warn: (message: string) => options.logs!.push(message), info: (message: string) => options.infos?.push(message) }
     : false;
-  const store = new RedisStateStore({ url: redis.url, prefix, now: clock.now, logger, ...options.store });
-  stores.push(store);
-  const { app, pool } = gateway(upstream.url, {}, { store, now: clock.now, ...options.pool });
+  const store = new RedisStateStore({ url: suite.redis.url, prefix: suite.prefix, now: clock.now, logger, ...options.store });
+  suite.track(store);
+  const { app, pool } = gateway(suite.upstream.url, {}, { store, now: clock.now, ...options.pool });
   return { app, pool, clock, store };
 }
 type Replica = ReturnType<typeof replica>;
@@ -83,7 +46,7 @@ const modelLeft = (r: Replica, id: string, model = chatBody.model) =>
   Math.max(0, (stateOf(r, id).models?.find((m) => m.model === model)?.cooldownUntil ?? 0) - r.clock.now());
 const IDS = new Map(KEYS.map((key, i) => [`key-${i}`, stateId(`key-${i}`, key)]));
 /** The Redis key of a pool key's state: by its id and a fingerprint of its value, never the value. */
-const rk = (kind: string, id: string) => `${prefix}${kind}:${IDS.get(id)}`;
+const rk = (kind: string, id: string) => `${suite.prefix}${kind}:${IDS.get(id)}`;
 /**
  * The state id of the group of key `id`: each key's answers name an organization of its own (the mock's), and
  * a rate limit is its organization's, so that is where its cooldowns live.
@@ -93,8 +56,8 @@ const groupOf = (id: string) => `${organizationOf(KEYS[Number(id.slice(4))])}@gr
 async function scopedLeftInRedis(id: string, model = chatBody.model): Promise<number> {
   const sid = groupOf(id);
   const [score, [seconds, micros]] = await Promise.all([
-    inspector.zscore(`${prefix}scoped`, `${sid.length}:${sid}${model}`),
-    inspector.time(),
+    suite.inspector.zscore(`${suite.prefix}scoped`, `${sid.length}:${sid}${model}`),
+    suite.inspector.time(),
   ]);
   return score === null ? 0 : Number(score) - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
 }
@@ -131,20 +94,20 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 test('a 429 seen by replica A makes replica B skip that key for that model on its next request; in Redis the cooldown expires by itself', async () => {
   const a = replica();
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
 
   expect((await post(a.app)).status).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K0, K1]);
+  expect(suite.upstream.keysSeen()).toEqual([K0, K1]);
   const ms = await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of key-0 for gpt-4o-mini");
   console.log(`B saw A's 429 after ${ms} ms`);
   expect(near(modelLeft(b, 'key-0'), 30_000)).toBe(true);
   expect(stateOf(b, 'key-0').state).toBe('available');
 
-  upstream.seen.length = 0;
+  suite.upstream.seen.length = 0;
   expect((await post(b.app)).status).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K1]);
+  expect(suite.upstream.keysSeen()).toEqual([K1]);
   // Another model is not limited on key-0: B still sends it there.
-  upstream.behaviour = ok();
+  suite.upstream.behaviour = ok();
   expect(
     (
       await request(b.app)
@@ -152,12 +115,12 @@ test('a 429 seen by replica A makes replica B skip that key for that model on it
         .send({ ...chatBody, model: 'gpt-4o' })
     ).status,
   ).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K1, K0]);
+  expect(suite.upstream.keysSeen()).toEqual([K1, K0]);
 
   const left = await scopedLeftInRedis('key-0');
   expect(left).toBeGreaterThan(29_000);
   expect(left).toBeLessThanOrEqual(30_000);
-  const pttl = await inspector.pttl(`${prefix}scoped:${groupOf('key-0')}`);
+  const pttl = await suite.inspector.pttl(`${suite.prefix}scoped:${groupOf('key-0')}`);
   expect(pttl).toBeGreaterThan(29_000);
   expect(pttl).toBeLessThanOrEqual(30_000);
 });
@@ -165,21 +128,21 @@ test('a 429 seen by replica A makes replica B skip that key for that model on it
 test('a 401 on A disables the key on B; pool.enable() on B brings it back on A', async () => {
   const a = replica();
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: openai.invalidKey() }, ok());
+  suite.upstream.behaviour = byKey({ [K0]: openai.invalidKey() }, ok());
 
   expect((await post(a.app)).status).toBe(200);
   await eventually(() => stateOf(b, 'key-0').state === 'disabled', "B's view of key-0");
-  upstream.seen.length = 0;
+  suite.upstream.seen.length = 0;
   expect((await post(b.app)).status).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K1]);
-  expect(await inspector.pttl(`${rk('disabled', 'key-0')}`)).toBe(-1); // no expiry: until enable()
+  expect(suite.upstream.keysSeen()).toEqual([K1]);
+  expect(await suite.inspector.pttl(`${rk('disabled', 'key-0')}`)).toBe(-1); // no expiry: until enable()
 
   b.pool.enable('key-0');
   await eventually(() => stateOf(a, 'key-0').state === 'available', "A's view of key-0");
-  upstream.reset();
+  suite.upstream.reset();
   expect((await post(a.app)).status).toBe(200);
-  expect(upstream.keysSeen()).toEqual([K0]);
-  expect(await inspector.exists(`${rk('disabled', 'key-0')}`)).toBe(0);
+  expect(suite.upstream.keysSeen()).toEqual([K0]);
+  expect(await suite.inspector.exists(`${rk('disabled', 'key-0')}`)).toBe(0);
 });
 
 test('an authCooldownMs disable expires in Redis by itself and is seen with its deadline on both', async () => {
@@ -188,7 +151,7 @@ test('an authCooldownMs disable expires in Redis by itself and is seen with its 
   a.pool.markDisabled('key-1');
   await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
   expect(near(stateOf(b, 'key-1').disabledUntil! - b.clock.now(), 60_000)).toBe(true);
-  const pttl = await inspector.pttl(`${rk('disabled', 'key-1')}`);
+  const pttl = await suite.inspector.pttl(`${rk('disabled', 'key-1')}`);
   expect(pttl).toBeGreaterThan(59_000);
   expect(pttl).toBeLessThanOrEqual(60_000);
 });
@@ -196,7 +159,7 @@ test('an authCooldownMs disable expires in Redis by itself and is seen with its 
 test('concurrent marks from both replicas keep the longer cooldown, in either order', async () => {
   const a = replica();
   const b = replica();
-  await eventually(() => inspector.exists(`${prefix}epoch`).then((n) => n === 1), 'both replicas connected');
+  await eventually(() => suite.inspector.exists(`${suite.prefix}epoch`).then((n) => n === 1), 'both replicas connected');
   a.pool.markRateLimited('key-0', 10_000); // same tick: both scripts are in flight at once
   b.pool.markRateLimited('key-0', 30_000);
   b.pool.markRateLimited('key-1', 10_000);
@@ -204,20 +167,20 @@ test('concurrent marks from both replicas keep the longer cooldown, in either or
 
   for (const id of ['key-0', 'key-1']) {
     await eventually(() => near(remaining(a, id), 30_000) && near(remaining(b, id), 30_000), `both views of ${id} at 30 s`);
-    expect(await inspector.pttl(`${rk('cooldown', id)}`)).toBeGreaterThan(29_000);
+    expect(await suite.inspector.pttl(`${rk('cooldown', id)}`)).toBeGreaterThan(29_000);
   }
 });
 
 test('30 s then 10 s keeps 30 s, also for a replica that has not heard of the 30 s yet', async () => {
   const a = replica();
   a.pool.markRateLimited('key-2', 30_000);
-  await eventually(() => inspector.pttl(`${rk('cooldown', 'key-2')}`).then((ms) => ms > 0), 'the 30 s mark in Redis');
+  await eventually(() => suite.inspector.pttl(`${rk('cooldown', 'key-2')}`).then((ms) => ms > 0), 'the 30 s mark in Redis');
   // A replica just starting: its 10 s mark is made before it has synced, and goes to Redis when it connects.
   const c = replica();
   c.pool.markRateLimited('key-2', 10_000);
   expect(remaining(c, 'key-2')).toBe(10_000);
   await eventually(() => remaining(c, 'key-2') > 29_000, "C's view corrected to 30 s");
-  expect(await inspector.pttl(`${rk('cooldown', 'key-2')}`)).toBeGreaterThan(29_000);
+  expect(await suite.inspector.pttl(`${rk('cooldown', 'key-2')}`)).toBeGreaterThan(29_000);
 });
 
 test('clock skew: a replica whose clock is 5 s ahead sees the same remaining cooldown', async () => {
@@ -234,15 +197,18 @@ test('clock skew: a replica whose clock is 5 s ahead sees the same remaining coo
 });
 
 test('a client you give is used and left open; the store subscribes on a duplicate; its keyPrefix is honoured', async () => {
-  const mine = client({ keyPrefix: 'app:' });
-  const store = new RedisStateStore({ client: mine, prefix, logger: false });
-  stores.push(store);
+  const mine = suite.client({ keyPrefix: 'app:' });
+  const store = new RedisStateStore({ client: mine, prefix: suite.prefix, logger: false });
+  suite.track(store);
   store.markDisabled('key-2');
-  await eventually(() => inspector.exists(`app:${prefix}disabled:key-2`).then((n) => n === 1), 'the disable in Redis, under the keyPrefix');
+  await eventually(
+    () => suite.inspector.exists(`app:${suite.prefix}disabled:key-2`).then((n) => n === 1),
+    'the disable in Redis, under the keyPrefix',
+  );
   // Another replica, started later, with the same kind of client: it learns the state by resync.
-  const other = client({ keyPrefix: 'app:' });
-  const late = new RedisStateStore({ client: other, prefix, logger: false });
-  stores.push(late);
+  const other = suite.client({ keyPrefix: 'app:' });
+  const late = new RedisStateStore({ client: other, prefix: suite.prefix, logger: false });
+  suite.track(late);
   await eventually(() => late.get('key-2')?.disabled === true, "the late replica's view of key-2");
   await Promise.all([store.close(), late.close()]);
   expect([mine.status, other.status]).toEqual(['ready', 'ready']);
@@ -250,12 +216,12 @@ test('a client you give is used and left open; the store subscribes on a duplica
 
 test('no key value is ever stored in Redis or published', async () => {
   const messages: string[] = [];
-  const sniffer = client();
+  const sniffer = suite.client();
   await sniffer.psubscribe('*');
   sniffer.on('pmessage', (_pattern: string, channel: string, message: string) => messages.push(channel + ' ' + message));
   const a = replica({ pool: { authCooldownMs: 60_000 } });
   const b = replica();
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini'), [K1]: openai.insufficientQuota() }, ok());
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini'), [K1]: openai.insufficientQuota() }, ok());
   expect((await post(a.app)).status).toBe(200);
   await eventually(() => stateOf(b, 'key-1').state === 'disabled', "B's view of key-1");
   expect(stateOf(b, 'key-1').disabledReason).toBe('quota');
@@ -264,26 +230,26 @@ test('no key value is ever stored in Redis or published', async () => {
   await eventually(() => messages.length >= 4, 'four events');
 
   const stored: string[] = [];
-  for (const key of await inspector.keys('*')) {
-    const type = await inspector.type(key);
+  for (const key of await suite.inspector.keys('*')) {
+    const type = await suite.inspector.type(key);
     const values =
       type === 'string'
-        ? [(await inspector.get(key))!]
+        ? [(await suite.inspector.get(key))!]
         : type === 'set'
-          ? await inspector.smembers(key)
+          ? await suite.inspector.smembers(key)
           : type === 'zset'
-            ? await inspector.zrange(key, 0, -1)
+            ? await suite.inspector.zrange(key, 0, -1)
             : type === 'hash'
-              ? Object.entries(await inspector.hgetall(key)).flat()
+              ? Object.entries(await suite.inspector.hgetall(key)).flat()
               : [type];
     stored.push(key, ...values);
   }
   expect(stored).toEqual(
     expect.arrayContaining([
       rk('cooldown', 'key-2'),
-      `${prefix}scoped:${groupOf('key-0')}`,
+      `${suite.prefix}scoped:${groupOf('key-0')}`,
       rk('enabled', 'key-1'),
-      `${prefix}groups`,
+      `${suite.prefix}groups`,
       IDS.get('key-0'),
       organizationOf(K0),
       'gpt-4o-mini',
@@ -300,18 +266,18 @@ test('Redis hanging: requests do not wait, one warning, and the marks arrive onc
   const infosA: string[] = [];
   const a = replica({ logs: logsA, infos: infosA, store: { operationTimeoutMs: 200 } });
   const b = replica({ store: { operationTimeoutMs: 200 } });
-  await eventually(() => inspector.exists(`${prefix}epoch`).then((n) => n === 1), 'both replicas connected');
-  redis.pause();
+  await eventually(() => suite.inspector.exists(`${suite.prefix}epoch`).then((n) => n === 1), 'both replicas connected');
+  suite.redis.pause();
   try {
-    upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
+    suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
     const started = Date.now();
     expect((await post(a.app)).status).toBe(200);
     expect((await post(a.app)).status).toBe(200);
     expect(Date.now() - started).toBeLessThan(1500); // a request that waited on the hung Redis would not come back at all
-    expect(upstream.keysSeen()).toEqual([K0, K1, K1]);
+    expect(suite.upstream.keysSeen()).toEqual([K0, K1, K1]);
     await eventually(() => logsA.length === 1, 'the outage noticed by A (its mark timed out)');
   } finally {
-    redis.resume();
+    suite.redis.resume();
   }
   await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of A's mark", 5000);
   await eventually(() => infosA.length === 1, "A's recovery noticed", 5000);
@@ -326,28 +292,28 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
   const infosB: string[] = [];
   const a = replica({ logs: logsA });
   const b = replica({ logs: logsB, infos: infosB });
-  upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
+  suite.upstream.behaviour = byKey({ [K0]: openai.rateLimited('gpt-4o-mini', { 'retry-after': '30' }) }, ok());
   expect((await post(a.app)).status).toBe(200);
   await eventually(() => modelLeft(b, 'key-0') > 0, "B's view of key-0");
 
-  await redis.kill();
+  await suite.redis.kill();
   await eventually(() => logsA.length === 1 && logsB.length === 1, 'one warning from each replica');
 
   // During the outage: marks stay local, answers come at once from the local views.
   a.pool.markDisabled('key-1');
   for (let i = 0; i < 3; i++) {
-    upstream.seen.length = 0;
+    suite.upstream.seen.length = 0;
     const started = Date.now();
     expect((await post(a.app)).status).toBe(200);
     expect((await post(b.app)).status).toBe(200);
     expect(Date.now() - started).toBeLessThan(1000);
-    expect(upstream.keysSeen()).toEqual([K2, K1]);
+    expect(suite.upstream.keysSeen()).toEqual([K2, K1]);
   }
   b.pool.markRateLimited('key-2', 45_000);
   expect(stateOf(b, 'key-1').state).toBe('available');
   expect(stateOf(a, 'key-2').state).toBe('available');
 
-  await redis.start(); // same port, empty database: each replica gives back what it knows
+  await suite.redis.start(); // same port, empty database: each replica gives back what it knows
   await eventually(
     () => stateOf(b, 'key-1').state === 'disabled' && stateOf(a, 'key-2').state === 'cooling',
     'both outage-time marks on the other replica',
@@ -356,11 +322,11 @@ test('Redis down mid-test: both replicas keep answering, warn once, and reconver
   expect(modelLeft(a, 'key-0')).toBeGreaterThan(25_000);
   expect(remaining(a, 'key-2')).toBeGreaterThan(40_000);
   expect(await scopedLeftInRedis('key-0')).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
-  upstream.seen.length = 0;
+  expect(await suite.inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
+  suite.upstream.seen.length = 0;
   const res = await post(b.app);
   expect(res.status).toBe(429); // every key out on B too: key-0 and key-2 cooling, key-1 disabled
-  expect(upstream.keysSeen()).toEqual([]);
+  expect(suite.upstream.keysSeen()).toEqual([]);
 
   expect(logsA).toEqual([expect.stringMatching(/Redis is unreachable.*serving key state from this process/)]);
   expect(logsB).toHaveLength(1);
@@ -375,27 +341,27 @@ test('a resync that reaches Redis only after it restarted does not empty the vie
   const infos: string[] = [];
   // A client of the user's, with ioredis's defaults: a command sent as the server dies is resent once it is back
   // (the store's own clients do the same), and one sent while it is away waits in the offline queue.
-  const mine = client().on('error', () => {});
+  const mine = suite.client().on('error', () => {});
   const a = replica({ logs, infos, store: { client: mine, url: undefined, operationTimeoutMs: 10_000, resyncIntervalMs: 200 } });
   a.pool.markRateLimited('key-0', 30_000);
-  await eventually(() => inspector.pttl(`${rk('cooldown', 'key-0')}`).then((ms) => ms > 0), 'the mark in Redis');
+  await eventually(() => suite.inspector.pttl(`${rk('cooldown', 'key-0')}`).then((ms) => ms > 0), 'the mark in Redis');
 
   // A periodic catch-up: its replay reads the epoch of this server, then Redis restarts before the resync gets there.
   await interceptNextResync(mine, async (run) => {
-    await redis.kill();
-    await redis.start();
+    await suite.redis.kill();
+    await suite.redis.start();
     return run(); // answered by the new, empty server
   });
   await eventually(() => infos.length === 1, 'A caught up with the new server', 10_000);
   expect(remaining(a, 'key-0')).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
+  expect(await suite.inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
   expect(logs).toHaveLength(1);
 }, 30_000);
 
 test('a replica whose catch-up never succeeded gives back, after a restart, the marks it made and those it heard of', async () => {
   // An epoch key of the wrong type fails every catch-up (like a first one that timed out on a loaded machine),
   // while writes and events go through: the replicas never learn the epoch of this server.
-  await inspector.hset(`${prefix}epoch`, 'not', 'a string');
+  await suite.inspector.hset(`${suite.prefix}epoch`, 'not', 'a string');
   const logsA: string[] = [];
   const logsB: string[] = [];
   const infosB: string[] = [];
@@ -403,7 +369,7 @@ test('a replica whose catch-up never succeeded gives back, after a restart, the 
   const b = replica({ logs: logsB, infos: infosB });
   await eventually(() => logsA.length === 1 && logsB.length === 1, 'both first catch-ups failed');
   await eventually(
-    () => inspector.call('PUBSUB', 'NUMSUB', `${prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
+    () => suite.inspector.call('PUBSUB', 'NUMSUB', `${suite.prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
     'both replicas subscribed',
   );
   a.pool.markRateLimited('key-0', 30_000);
@@ -414,22 +380,22 @@ test('a replica whose catch-up never succeeded gives back, after a restart, the 
   );
   await a.store.close(); // the replica that made key-0's mark goes away: only B knows of it now
 
-  await redis.kill();
-  await redis.start(); // empty, without the bad epoch key: B's next catch-up succeeds
+  await suite.redis.kill();
+  await suite.redis.start(); // empty, without the bad epoch key: B's next catch-up succeeds
   await eventually(() => infosB.length === 1, 'B caught up with the new server', 10_000);
   expect(remaining(b, 'key-0')).toBeGreaterThan(25_000);
   expect(stateOf(b, 'key-1').state).toBe('disabled');
-  expect(await inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
-  expect(await inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
+  expect(await suite.inspector.pttl(`${rk('cooldown', 'key-0')}`)).toBeGreaterThan(25_000);
+  expect(await suite.inspector.pttl(`${rk('disabled', 'key-1')}`)).toBe(-1); // marked by hand: the key's own
   expect(logsB).toHaveLength(1);
 }, 30_000);
 
 test("changes heard while a resync is on its way are not undone by that resync's older answer", async () => {
-  const mine = client().on('error', () => {});
+  const mine = suite.client().on('error', () => {});
   const a = replica({ store: { client: mine, url: undefined, resyncIntervalMs: 300 } });
   const b = replica();
   await eventually(
-    () => inspector.call('PUBSUB', 'NUMSUB', `${prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
+    () => suite.inspector.call('PUBSUB', 'NUMSUB', `${suite.prefix}events`).then((reply) => Number((reply as unknown[])[1]) === 2),
     'both replicas subscribed',
   );
   b.pool.markRateLimited('key-2', 10_000);
