@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Browser, Locator, Page, Route } from 'playwright-core';
 import request from 'supertest';
-import { STATE_COLOURS } from '../lib/status-page.js';
+import { STATE_COLOURS } from '../lib/observe/status-page.js';
 import { poolStatus } from '../lib/index.js';
 import { colourDistance, dominantColour, hexToRgb, launchChromium } from './support/chromium.js';
 import { CHAT, K0, K1, KEYS, chatBody, closeGateways, gateway, listen, type Gateway } from './support/gateway.js';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import express, { type Express } from 'express';
 import request from 'supertest';
 import { KeyPool, poolStatus } from '../lib/index.js';
-import { renderStatusPage } from '../lib/status-page.js';
+import { renderStatusPage } from '../lib/observe/status-page.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, type Gateway, useMockUpstream } from './support/gateway.js';
 import { byKey, ok } from './support/mock-upstream.js';
 import { openai, organizationOf } from './support/provider-answers.js';

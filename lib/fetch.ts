@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { MESSAGES, statusOf } from './errors.js';
-import { walkPool, type WalkOutcome } from './failover.js';
+import { walkPool, type WalkOutcome } from './walk/failover.js';
 import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
 import { isKeyPool, resolveOptions, type KeyFailoverOptions } from './options.js';
 import type { KeyPool, PoolKey } from './pool/key-pool.js';

@@ -30,4 +30,4 @@ export { openaiCompatible, type OpenAICompatibleOptions } from './providers/open
 export type { Provider } from './providers/provider.js';
 export type { ErrorKind } from './errors.js';
 export { createFailoverFetch, type FailoverFetch, type FailoverFetchOptions } from './fetch.js';
-export { poolStatus, type PoolStatusOptions, type PoolStatusBody } from './status.js';
+export { poolStatus, type PoolStatusOptions, type PoolStatusBody } from './observe/status.js';

@@ -1,11 +1,11 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MESSAGES } from './errors.js';
-import type { WalkOutcome } from './failover.js';
-import { Forwarder, notFound, requestPath } from './forwarder.js';
+import type { WalkOutcome } from './walk/failover.js';
+import { Forwarder, notFound, requestPath } from './gateway/forwarder.js';
 import { resolveOptions, type KeyFailoverOptions } from './options.js';
 import { matchRoute, type RouteMatch } from './providers/routes.js';
-import { readRequestBody } from './request-body.js';
+import { readRequestBody } from './request/body.js';
 import type { RouteScope } from './pool/scopes.js';
 import { readModel } from './request/model.js';
 import { objectRoute } from './walk/affinity.js';

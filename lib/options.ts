@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import type { FailoverPolicy } from './failover.js';
+import type { FailoverPolicy } from './walk/failover.js';
 import { CAUSES, type FailoverAction, type FailureCause } from './providers/causes.js';
 import type { KeyPool } from './pool/key-pool.js';
 import { anthropic } from './providers/anthropic.js';

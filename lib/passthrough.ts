@@ -1,14 +1,14 @@
 import type { NextFunction, Request, Response } from 'express';
 import { MESSAGES } from './errors.js';
-import { sendOnce } from './failover.js';
-import { Forwarder, requestPath, type Outgoing } from './forwarder.js';
+import { sendOnce } from './walk/failover.js';
+import { Forwarder, requestPath, type Outgoing } from './gateway/forwarder.js';
 import { PASSTHROUGH_METHODS } from './gateway/passthrough-methods.js';
 import { checkPassthroughPath } from './gateway/passthrough-path.js';
 import { checkPathRules, type PassthroughPathRule } from './gateway/path-rules.js';
 import { STORED_OBJECTS_MESSAGE, touchesStoredObjects } from './gateway/stored-objects.js';
 import type { KeyFailoverMiddleware } from './middleware.js';
 import { KEY_FAILOVER_OPTIONS, resolveOptions, type KeyFailoverOptions } from './options.js';
-import { readRequestBody } from './request-body.js';
+import { readRequestBody } from './request/body.js';
 import { routeScope } from './pool/scopes.js';
 import type { Provider } from './providers/provider.js';
 import { matchRoute } from './providers/routes.js';

@@ -1,22 +1,22 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Request, Response } from 'express';
 import { Pool } from 'undici';
-import { MESSAGES, sendError, type ErrorKind } from './errors.js';
-import { failureOutcome, walkPool, type WalkOutcome } from './failover.js';
-import { withoutAccountHeaders, withoutAccountIds } from './gateway/account-headers.js';
-import { ownAnswerHeaders, plainRequestId } from './gateway/answer-headers.js';
-import { withoutClientKey } from './gateway/client-key.js';
-import { isKeyPool, type ResolvedOptions } from './options.js';
-import type { KeyPool, PoolKey } from './pool/key-pool.js';
-import type { RouteScope } from './pool/scopes.js';
-import type { ModelSource } from './pool/walker.js';
-import { RouteStreams, type RouteStream } from './providers/streams.js';
-import { isPlainEventStream } from './upstream/stream-hold.js';
-import type { ObjectRoute } from './walk/affinity.js';
-import type { AttemptLimits } from './walk/session.js';
-import { HEADER_SAFE } from './pool/keys.js';
-import { addKeyHeaders } from './providers/provider.js';
-import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS, decodableAcceptEncoding } from './upstream/request-headers.js';
+import { MESSAGES, sendError, type ErrorKind } from '../errors.js';
+import { failureOutcome, walkPool, type WalkOutcome } from '../walk/failover.js';
+import { withoutAccountHeaders, withoutAccountIds } from './account-headers.js';
+import { ownAnswerHeaders, plainRequestId } from './answer-headers.js';
+import { withoutClientKey } from './client-key.js';
+import { isKeyPool, type ResolvedOptions } from '../options.js';
+import type { KeyPool, PoolKey } from '../pool/key-pool.js';
+import type { RouteScope } from '../pool/scopes.js';
+import type { ModelSource } from '../pool/walker.js';
+import { RouteStreams, type RouteStream } from '../providers/streams.js';
+import { isPlainEventStream } from '../upstream/stream-hold.js';
+import type { ObjectRoute } from '../walk/affinity.js';
+import type { AttemptLimits } from '../walk/session.js';
+import { HEADER_SAFE } from '../pool/keys.js';
+import { addKeyHeaders } from '../providers/provider.js';
+import { CREDENTIAL_HEADERS, OVERRIDE_HEADERS, decodableAcceptEncoding } from '../upstream/request-headers.js';
 import {
   hopByHop,
   relayResponse,
@@ -27,8 +27,8 @@ import {
   UpstreamFailure,
   type UpstreamRequest,
   type UpstreamResponse,
-} from './upstream/relay.js';
-import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from './validations.js';
+} from '../upstream/relay.js';
+import { KeyFailoverError, OnceLogger, type KeyFailoverErrorCode } from '../validations.js';
 
 export type Caller = { clientKey: string } | { pool: KeyPool };
 

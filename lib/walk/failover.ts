@@ -1,16 +1,16 @@
 import { performance } from 'node:perf_hooks';
-import type { ErrorKind } from './errors.js';
-import type { AttemptOutcome } from './pool/events.js';
-import type { KeyPool, MarkDetails, PoolKey } from './pool/key-pool.js';
-import type { RouteScope } from './pool/scopes.js';
-import type { KeyWalker, ModelSource } from './pool/walker.js';
+import type { ErrorKind } from '../errors.js';
+import type { AttemptOutcome } from '../pool/events.js';
+import type { KeyPool, MarkDetails, PoolKey } from '../pool/key-pool.js';
+import type { RouteScope } from '../pool/scopes.js';
+import type { KeyWalker, ModelSource } from '../pool/walker.js';
 import { judge, judgeStreamFailure, relayOf, type FailoverPolicy, type Verdict } from './judge.js';
-import type { FailoverAction, FailureCause } from './providers/causes.js';
-import { cooldownFromHeaders } from './upstream/rate-limit-headers.js';
-import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from './upstream/relay.js';
-import { holdStream, isPlainEventStream, type StreamHold } from './upstream/stream-hold.js';
-import { learnCreated, startWalk, type ObjectRoute } from './walk/affinity.js';
-import { NO_BUDGET, WalkSession, type AttemptLimits } from './walk/session.js';
+import type { FailoverAction, FailureCause } from '../providers/causes.js';
+import { cooldownFromHeaders } from '../upstream/rate-limit-headers.js';
+import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } from '../upstream/relay.js';
+import { holdStream, isPlainEventStream, type StreamHold } from '../upstream/stream-hold.js';
+import { learnCreated, startWalk, type ObjectRoute } from './affinity.js';
+import { NO_BUDGET, WalkSession, type AttemptLimits } from './session.js';
 
 export type { FailoverAction, FailoverPolicy };
 

@@ -13,11 +13,11 @@ import {
   type FailureAnswer,
   type FailureCause,
   type FailureClassifier,
-} from './providers/causes.js';
-import type { StreamFailure } from './providers/streams.js';
-import { readFailure } from './upstream/failure-body.js';
-import type { HeldResponse, UpstreamResponse } from './upstream/relay.js';
-import type { WalkBudget } from './walk/session.js';
+} from '../providers/causes.js';
+import type { StreamFailure } from '../providers/streams.js';
+import { readFailure } from '../upstream/failure-body.js';
+import type { HeldResponse, UpstreamResponse } from '../upstream/relay.js';
+import type { WalkBudget } from './session.js';
 
 /** How the walk judges a failing answer: the user's entries first (cause, then status), then the cause's default. */
 export interface FailoverPolicy {

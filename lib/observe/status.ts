@@ -5,10 +5,10 @@
  * it behind your own auth.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { isKeyPool } from './options.js';
-import type { KeyPool, KeyStateName } from './pool/key-pool.js';
+import { isKeyPool } from '../options.js';
+import type { KeyPool, KeyStateName } from '../pool/key-pool.js';
 import { renderStatusPage, STATUS_PAGE_CSP, type PoolStatusBody } from './status-page.js';
-import { KeyFailoverError, checkKnownOptions, describeValue } from './validations.js';
+import { KeyFailoverError, checkKnownOptions, describeValue } from '../validations.js';
 
 export interface PoolStatusOptions {
   /** The pool to show. Default: `req.app.locals.keyPool`, read at each request. */

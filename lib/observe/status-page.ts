@@ -9,7 +9,7 @@
  * same origin.
  */
 import { createHash } from 'node:crypto';
-import type { KeySnapshot, KeyStateName, Strategy } from './pool/key-pool.js';
+import type { KeySnapshot, KeyStateName, Strategy } from '../pool/key-pool.js';
 
 export interface PoolStatusBody {
   /** The pool's clock (epoch ms) when the status was read; the page counts down against it. */
