@@ -15,14 +15,8 @@ export {
 } from './pool/key-pool.js';
 export type { ModelScopeFunction } from './pool/scopes.js';
 export type { AffinityOutcome, AttemptOutcome, KeyPoolEvents, KeyRef, ProbeOutcome, RemainingLimit } from './pool/events.js';
-export {
-  MemoryKeyStateStore,
-  type DisabledReason,
-  type KeyState,
-  type KeyStateStore,
-  type MemoryKeyStateStoreOptions,
-  type ScopedCooldown,
-} from './pool/store.js';
+export type { DisabledReason, KeyState, KeyStateStore, ScopedCooldown } from './pool/store.js';
+export { MemoryKeyStateStore, type MemoryKeyStateStoreOptions } from './pool/memory-store.js';
 export { KeyFailoverError, type KeyFailoverErrorCode, type Logger } from './validations.js';
 export { keyPassthrough, type KeyPassthroughOptions } from './passthrough.js';
 export type { PassthroughPathRule } from './gateway/path-rules.js';

@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, register as globalRegister, Registry } from 
 import type { KeyPoolEvents } from './pool/events.js';
 import type { KeyPool, KeyStateName } from './pool/key-pool.js';
 import { KeyFailoverError, checkKnownOptions, describeValue } from './validations.js';
+import { OPTIONS, WHERE, checkPool, checkPoolName, checkPrefix, checkRegistry, type PoolLike } from './observe/metrics-options.js';
 
 export interface PoolMetricsOptions {
   /** Where the metrics are registered. Default: prom-client's global `register`. */
@@ -27,13 +28,8 @@ export interface PoolMetrics {
 /** Seconds to response headers: LLM calls range from tens of milliseconds (an error) to minutes (a long completion). */
 export const LATENCY_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
 
-const WHERE = 'poolMetrics()';
-const OPTIONS = ['register', 'prefix', 'poolName'];
 const STATES: readonly KeyStateName[] = ['available', 'cooling', 'disabled'];
 const KEY_STATE_LABELS = ['pool', 'key_id', 'state'];
-const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-
-type PoolLike = Pick<KeyPool, 'snapshot' | 'on' | 'off'>;
 
 /**
  * The pools whose key states a (possibly shared) key_state gauge reports, by
@@ -266,50 +262,4 @@ function existing<M extends Counter | Gauge | Histogram>(
 
 function orNew(registry: Registry, kind: typeof Counter, name: string, labelNames: string[], help: string): Counter {
   return existing(registry, kind, name, labelNames) ?? new kind({ name, help, labelNames, registers: [registry] });
-}
-
-function checkPool(pool: unknown): void {
-  const p = pool as Partial<PoolLike> | null;
-  if (
-    typeof p !== 'object' ||
-    p === null ||
-    typeof p.snapshot !== 'function' ||
-    typeof p.on !== 'function' ||
-    typeof p.off !== 'function'
-  ) {
-    throw new KeyFailoverError('ERR_EKF_INVALID_OPTION', `${WHERE}: the first argument must be a KeyPool, got ${describeValue(pool)}.`);
-  }
-}
-
-function checkRegistry(value: unknown): Registry {
-  const r = value as Partial<Registry> | null;
-  if (typeof r !== 'object' || r === null || typeof r.getSingleMetric !== 'function' || typeof r.registerMetric !== 'function') {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "register" must be a prom-client Registry (new Registry() or prom-client's register), got ${describeValue(value)}.`,
-    );
-  }
-  return value as Registry;
-}
-
-function checkPrefix(value: unknown): string {
-  if (typeof value !== 'string' || (value !== '' && !METRIC_NAME.test(value))) {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "prefix" must be a string of letters, digits, _ and : that does not start with a digit (like 'ekf_' or 'gateway_'), got ${
-        typeof value === 'string' ? JSON.stringify(value) : describeValue(value)
-      }.`,
-    );
-  }
-  return value;
-}
-
-function checkPoolName(value: unknown): string {
-  if (typeof value !== 'string' || value === '') {
-    throw new KeyFailoverError(
-      'ERR_EKF_INVALID_OPTION',
-      `${WHERE}: option "poolName" must be a non-empty string, got ${describeValue(value)}.`,
-    );
-  }
-  return value;
 }

@@ -2,7 +2,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Request, Response } from 'express';
 import { Pool } from 'undici';
 import { MESSAGES, sendError, type ErrorKind } from '../errors.js';
-import { failureOutcome, walkPool, type WalkOutcome } from '../walk/failover.js';
+import { walkPool, type WalkOutcome } from '../walk/failover.js';
+import { failureOutcome } from '../walk/outcomes.js';
 import { withoutAccountHeaders, withoutAccountIds } from './account-headers.js';
 import { ownAnswerHeaders, plainRequestId } from './answer-headers.js';
 import { withoutClientKey } from './client-key.js';

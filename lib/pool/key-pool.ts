@@ -28,7 +28,8 @@ import { Lessons } from './lessons.js';
 import { ModelScopes, type ModelScopeFunction, type RouteScope } from './scopes.js';
 
 export type { KeyPoolOptions, KeySnapshot, KeyStateName, PoolExhaustion };
-import { MemoryKeyStateStore, type DisabledReason, type KeyStateStore } from './store.js';
+import { MemoryKeyStateStore } from './memory-store.js';
+import type { DisabledReason, KeyStateStore } from './store.js';
 import { KeyWalker, cumulativeWeights, weightedIndex, type ModelSource, type Strategy } from './walker.js';
 
 /** Where a mark came from, for the events, and which model a cooldown is for. */
@@ -46,6 +47,13 @@ export interface MarkDetails {
 const REASONS: readonly DisabledReason[] = ['auth', 'quota'];
 const DAY_MS = 24 * 3600 * 1000;
 
+/**
+ * The pool: keys, their states through the store, and the events of every change.
+ *
+ * Why one file past ~300 lines: every public method is the pool's API (marks, runtime key changes,
+ * snapshots, exhaustion) and belongs on the class; what each method leans on lives beside it
+ * (keys.ts, walker.ts, groups.ts, probes.ts, lessons.ts, key-states.ts, pool-options.ts).
+ */
 export class KeyPool extends EventEmitter<KeyPoolEvents> {
   readonly now: () => number;
   readonly strategy: Strategy;

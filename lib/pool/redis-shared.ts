@@ -18,7 +18,7 @@
  * operationTimeoutMs, and only for the one request that is about to probe).
  */
 import type { Redis } from 'ioredis';
-import type { MemoryKeyStateStore } from './store.js';
+import type { MemoryKeyStateStore } from './memory-store.js';
 
 export interface SharedHost {
   readonly client: Redis;

@@ -43,6 +43,10 @@
  *
  * Standalone Redis or Sentinel; not Redis Cluster (the scripts read keys they
  * are not given). An ioredis `keyPrefix` on a client you pass is honoured.
+ *
+ * Why one file past ~300 lines: the class is one connection state machine (subscribe, catch-up,
+ * replay, resync, outage) whose steps share its fields; its scripts, options, change log and
+ * shared state (groups, probes, objects) already live in redis-*.ts beside it.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -63,14 +67,8 @@ import { DEFAULT_MAX_OBJECTS } from './affinity.js';
 import { recovering } from './key-states.js';
 
 export type { RedisStateStoreOptions };
-import {
-  DEFAULT_MAX_SCOPED_STATES,
-  MemoryKeyStateStore,
-  type DisabledReason,
-  type KeyState,
-  type KeyStateStore,
-  type ScopedCooldown,
-} from './store.js';
+import { DEFAULT_MAX_SCOPED_STATES, MemoryKeyStateStore } from './memory-store.js';
+import type { DisabledReason, KeyState, KeyStateStore, ScopedCooldown } from './store.js';
 
 export class RedisStateStore implements KeyStateStore {
   readonly prefix: string;
