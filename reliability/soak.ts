@@ -14,7 +14,8 @@
  * reliability/last-run/soak.json, and exits 1 when "after" misses the targets
  * (at most 10 upstream 429s and 20 client errors per 1 000).
  *
- * SOAK_BEFORE_REF (default: the merge base with main), SOAK_SECONDS (25),
+ * SOAK_BEFORE_REF (default: the merge base with main; on main, main before the commit that brought
+ * this file in), SOAK_SECONDS (25),
  * SOAK_WARMUP_SECONDS (10), SOAK_LOAD (0.8), SOAK_STRATEGY (ordered),
  * SOAK_WINDOW_MS (6000), SOAK_LATENCY_MS ([200, 1000]), SOAK_SEED.
  */
@@ -63,7 +64,7 @@ interface RunFigures {
 }
 
 async function main(): Promise<void> {
-  const ref = process.env['SOAK_BEFORE_REF'] ?? git('merge-base', 'HEAD', 'main');
+  const ref = process.env['SOAK_BEFORE_REF'] ?? defaultBeforeRef();
   const before = extractLib(ref);
   const capacityPerSecond =
     Object.keys(ORGANIZATIONS).length * Object.values(LIMITS).reduce((sum, l) => sum + l.requests, 0) * (1000 / WINDOW_MS);
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
         const total = client.total;
         runs.push({
           variant,
-          lib: variant === 'before' ? `${ref.slice(0, 7)} (${lib})` : 'this tree',
+          lib: variant === 'before' ? `${git('rev-parse', '--short', ref)} (${lib})` : 'this tree',
           clientRequests: total,
           clientStatuses: client.statuses,
           clientErrors: total - (client.statuses['200'] ?? 0),
@@ -182,6 +183,19 @@ function extractLib(ref: string): string {
   const modules = path.join(dir, 'node_modules');
   if (!fs.existsSync(modules)) fs.symlinkSync(path.join(ROOT, 'node_modules'), modules);
   return dir;
+}
+
+/**
+ * "Before" is the tree this change started from: on a branch, its merge base with main; on main itself
+ * (where that is HEAD), main before the commit that brought this soak in (along main's first parents:
+ * the merge of issue 21), i.e. main as it was before issue 21.
+ */
+function defaultBeforeRef(): string {
+  const base = git('merge-base', 'HEAD', 'main');
+  if (base !== git('rev-parse', 'HEAD')) return base;
+  const added = git('log', '--first-parent', '--diff-filter=A', '--format=%H', '--', 'reliability/soak.ts').split('\n').at(-1);
+  if (!added) throw new Error('soak: no commit adds reliability/soak.ts; set SOAK_BEFORE_REF');
+  return `${added}^1`;
 }
 
 function git(...args: string[]): string {
