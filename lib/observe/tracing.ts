@@ -7,8 +7,7 @@
  * It also listens to the pool's `attempt`, `failover` and `exhausted`
  * events, which the walk emits synchronously in the request's async context:
  * each attempt becomes a child span of its request's span (started
- * `durationMs` before the event; times are given as performance timestamps,
- * which the SDK aligns with its own clock), each failover and exhaustion an event on
+ * `durationMs` before the event), each failover and exhaustion an event on
  * it. Nothing else in the package knows of tracing.
  *
  * Keys appear by id and hint only; model names (the clients' strings) are
@@ -40,6 +39,8 @@ interface RequestTrace {
   attempts: number;
   modelSet: boolean;
   last?: AttemptEvent;
+  /** When the request span ended (epochMs()): a relayed stream's attempt event can come a few µs after the client's close. */
+  endedAt?: number;
 }
 
 /** `inStream`: the failure was found inside a 200 stream (the stream hold's events carry it). */
@@ -92,7 +93,8 @@ export function poolTracing(pool: KeyPool, options: PoolTracingOptions = {}): Po
   const onAttempt = (event: AttemptEvent): void => {
     const active = context.active();
     const request = active.getValue(REQUEST) as RequestTrace | undefined;
-    const end = performance.now();
+    // A child span never ends after its parent: an attempt reported after the request ended ends with it.
+    const end = Math.min(epochMs(), request?.endedAt ?? Infinity);
     const model = event.model === undefined ? undefined : bounded(event.model);
     const operation = request?.operation;
     const attributes: Attributes = {
@@ -159,7 +161,11 @@ export function poolTracing(pool: KeyPool, options: PoolTracingOptions = {}): Po
     const attributes: Attributes = { [ATTR.provider]: provider, [ATTR.method]: req.method };
     if (operation) attributes[ATTR.operation] = operation.name;
     if (operation?.apiType) attributes[ATTR.apiType] = operation.apiType;
-    const span = tracer.startSpan(`ekf ${operation?.name ?? req.method}`, { kind: SpanKind.INTERNAL, attributes }, context.active());
+    const span = tracer.startSpan(
+      `ekf ${operation?.name ?? req.method}`,
+      { kind: SpanKind.INTERNAL, startTime: epochMs(), attributes },
+      context.active(),
+    );
     const request: RequestTrace = { span, operation, attempts: 0, modelSet: false };
     res.once('close', () => endRequest(request, res));
     context.with(trace.setSpan(context.active(), span).setValue(REQUEST, request), next);
@@ -172,6 +178,15 @@ export function poolTracing(pool: KeyPool, options: PoolTracingOptions = {}): Po
       pool.off('exhausted', onExhausted);
     },
   });
+}
+
+/**
+ * Every span time is given in one frame, epoch milliseconds from the monotonic clock. A performance
+ * timestamp would be converted by each span with its own offset (taken from Date.now() at its start),
+ * which can put a child's end up to a millisecond past its parent's.
+ */
+function epochMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 function endRequest(request: RequestTrace, res: Response): void {
@@ -189,7 +204,8 @@ function endRequest(request: RequestTrace, res: Response): void {
     span.setAttribute(ATTR.errorType, String(res.statusCode));
     span.setStatus({ code: SpanStatusCode.ERROR });
   }
-  span.end();
+  request.endedAt = epochMs();
+  span.end(request.endedAt);
 }
 
 /** What made an attempt fail, for `error.type`: its cause, else its status (4xx, 5xx), else how it failed. */
