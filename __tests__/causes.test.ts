@@ -5,9 +5,9 @@
  */
 import type { Express } from 'express';
 import request from 'supertest';
-import http, { type IncomingHttpHeaders } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { CHAT, K0, K1, K2, chatBody, gateway, listen, useMockUpstream } from './support/gateway.js';
+import { rawPost } from './support/client.js';
 import { byKey, ok, type Behaviour } from './support/mock-upstream.js';
 import { ORG, anthropic, anthropicLimitHeaders, oneOrganization, openai, openaiError, organizationOf } from './support/provider-answers.js';
 
@@ -447,23 +447,6 @@ describe('the failover option takes causes, and a cause entry wins over a status
     );
   });
 });
-
-/** A POST whose answer is read as raw bytes, nothing decoded. */
-function rawPost(
-  url: string,
-  body: unknown,
-  headers: Record<string, string>,
-): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
 
 function limitHeaders(): Record<string, string> {
   return { 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '20s' };

@@ -14,23 +14,14 @@ import { PerformanceObserver, constants as perf } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import OpenAI from 'openai';
-import { createFailoverFetch, KeyPool, type FailoverFetch } from '../lib/index.js';
-import { K0, K1, statesFor } from './support/gateway.js';
-import { MockUpstream, byKey, status, type SeenRequest } from './support/mock-upstream.js';
+import { createFailoverFetch, KeyPool } from '../lib/index.js';
+import { K0, K1, statesFor, useFetchUpstream } from './support/gateway.js';
+import { byKey, status, type SeenRequest } from './support/mock-upstream.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-let upstream: MockUpstream;
-const fetches: FailoverFetch[] = [];
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await Promise.all(fetches.map((f) => f.close()));
-  await upstream.close();
-});
+const { upstream, track } = useFetchUpstream();
 
 const CHUNKS = 100;
 const EVERY_MS = 20;
@@ -100,7 +91,7 @@ async function allocateUntilMajorGc(): Promise<number> {
 function openaiClient(): { openai: OpenAI; pool: KeyPool } {
   const pool = new KeyPool([K0, K1]);
   const fetch = createFailoverFetch(pool, { target: upstream.url });
-  fetches.push(fetch);
+  track(fetch);
   return { openai: new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, fetch }), pool };
 }
 
@@ -143,7 +134,7 @@ test('openai SDK: the same after ordinary allocation (V8 collecting on its own, 
 test('@anthropic-ai/sdk: after abort() the SDK yields no more chunks, and the upstream connection is cut', async () => {
   const pool = new KeyPool([K0, K1]);
   const fetch = createFailoverFetch(pool, { provider: 'anthropic', target: upstream.url });
-  fetches.push(fetch);
+  track(fetch);
   const anthropic = new Anthropic({ apiKey: 'unused', baseURL: upstream.url, fetch });
   upstream.behaviour = generation('anthropic');
 
@@ -173,7 +164,7 @@ test('@anthropic-ai/sdk: after abort() the SDK yields no more chunks, and the up
 test('a Request input with its own signal: the abort reaches the upstream after a GC too', async () => {
   const pool = new KeyPool([K0]);
   const fetch = createFailoverFetch(pool, { target: upstream.url });
-  fetches.push(fetch);
+  track(fetch);
   upstream.behaviour = generation('openai');
   const controller = new AbortController();
 

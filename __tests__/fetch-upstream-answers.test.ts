@@ -7,25 +7,16 @@ import type { ServerResponse } from 'node:http';
 import zlib from 'node:zlib';
 import OpenAI from 'openai';
 import { createFailoverFetch, KeyPool, type FailoverFetch } from '../lib/index.js';
-import { K0, K1, K2, statesFor } from './support/gateway.js';
+import { K0, K1, K2, statesFor, useFetchUpstream } from './support/gateway.js';
 import { gate } from './support/client.js';
-import { MockUpstream, byKey, status, type Behaviour } from './support/mock-upstream.js';
+import { byKey, status, type Behaviour } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-const fetches: FailoverFetch[] = [];
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await Promise.all(fetches.map((f) => f.close()));
-  await upstream.close();
-});
+const { upstream, track } = useFetchUpstream();
 
 function setup(options: Parameters<typeof createFailoverFetch>[1] = {}): { fetch: FailoverFetch; openai: OpenAI; pool: KeyPool } {
   const pool = new KeyPool([K0, K1, K2]);
   const fetch = createFailoverFetch(pool, { target: upstream.url, ...options });
-  fetches.push(fetch);
+  track(fetch);
   return { fetch, pool, openai: new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, fetch }) };
 }
 

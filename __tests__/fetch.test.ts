@@ -1,25 +1,16 @@
 import OpenAI from 'openai';
-import { createFailoverFetch, KeyFailoverError, KeyPool, type FailoverFetch } from '../lib/index.js';
-import { FakeClock, K0, K1, K2, statesFor } from './support/gateway.js';
+import { createFailoverFetch, KeyFailoverError, KeyPool } from '../lib/index.js';
+import { FakeClock, K0, K1, K2, statesFor, useFetchUpstream } from './support/gateway.js';
 import { openai as openaiAnswers } from './support/provider-answers.js';
-import { MockUpstream, byKey, json, status, type Behaviour } from './support/mock-upstream.js';
+import { byKey, json, status, type Behaviour } from './support/mock-upstream.js';
 
-let upstream: MockUpstream;
-const fetches: FailoverFetch[] = [];
-beforeAll(async () => {
-  upstream = await MockUpstream.start();
-});
-afterEach(() => upstream.reset());
-afterAll(async () => {
-  await Promise.all(fetches.map((f) => f.close()));
-  await upstream.close();
-});
+const { upstream, track } = useFetchUpstream();
 
 function client(keys: string[] = [K0, K1, K2]): { openai: OpenAI; pool: KeyPool; clock: FakeClock } {
   const clock = new FakeClock();
   const pool = new KeyPool({ keys, now: clock.now, cooldownJitter: 0 });
   const fetch = createFailoverFetch(pool, { target: upstream.url });
-  fetches.push(fetch);
+  track(fetch);
   // maxRetries stays at the SDK default on purpose: our answers must not make it retry what the pool already did.
   const openai = new OpenAI({ apiKey: 'unused', baseURL: `${upstream.url}/v1`, fetch });
   return { openai, pool, clock };
@@ -149,7 +140,7 @@ describe('an agentic loop: each upstream call walks the pool afresh', () => {
 test('an unreachable upstream rejects like fetch (the SDK reports a connection error), no key marked', async () => {
   const pool = new KeyPool([K0, K1]);
   const fetch = createFailoverFetch(pool, { target: upstream.url });
-  fetches.push(fetch);
+  track(fetch);
   const openai = new OpenAI({ apiKey: 'unused', baseURL: 'http://127.0.0.1:9/v1', fetch, maxRetries: 0 });
   await expect(openai.models.list()).rejects.toBeInstanceOf(OpenAI.APIConnectionError);
   expect(pool.snapshot().map((k) => k.state)).toEqual(['available', 'available']);

@@ -4,7 +4,7 @@
  * make before the fix. The assertion states the behaviour the contract
  * promises; the comment above it says what happened before.
  */
-import http, { type IncomingHttpHeaders } from 'node:http';
+import http from 'node:http';
 import zlib from 'node:zlib';
 import express, { type Express } from 'express';
 import request from 'supertest';
@@ -17,7 +17,7 @@ import {
   type KeyFailoverMiddleware,
 } from '../lib/index.js';
 import { CHAT, FakeClock, K0, K1, K2, KEYS, chatBody, gateway, listen, statesFor, useMockUpstream } from './support/gateway.js';
-import { gate } from './support/client.js';
+import { gate, rawPost } from './support/client.js';
 import { byKey, json, ok, type Behaviour, type SeenRequest } from './support/mock-upstream.js';
 import { ANTHROPIC_ORG, ORG, anthropic, anthropicError, oneOrganization, openai } from './support/provider-answers.js';
 
@@ -424,20 +424,3 @@ describe('createFailoverFetch', () => {
     expect(seen).toEqual([]);
   });
 });
-
-/** A POST over a real socket whose answer is read as raw bytes, nothing decoded. */
-function rawPost(
-  url: string,
-  body: unknown,
-  headers: Record<string, string>,
-): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}

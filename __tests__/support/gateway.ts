@@ -3,7 +3,14 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { MockUpstream } from './mock-upstream.js';
-import { keyFailover, KeyPool, type KeyFailoverMiddleware, type KeyFailoverOptions, type KeyPoolOptions } from '../../lib/index.js';
+import {
+  keyFailover,
+  KeyPool,
+  type FailoverFetch,
+  type KeyFailoverMiddleware,
+  type KeyFailoverOptions,
+  type KeyPoolOptions,
+} from '../../lib/index.js';
 
 // Shaped like real keys, but not real, and shorter than anything a secret scanner flags.
 export const KEYS = ['sk-test-k0-Aa0000000000000000a0', 'sk-test-k1-Bb1111111111111111b1', 'sk-test-k2-Cc2222222222222222c2'] as const;
@@ -91,4 +98,26 @@ export function useMockUpstream(): MockUpstream {
     await upstream.close();
   });
   return upstream;
+}
+
+/**
+ * The set-up of a createFailoverFetch test file: one mock upstream for the file, reset after each test;
+ * at the end the fetches a test tracked are closed, then the upstream.
+ */
+export function useFetchUpstream(): { upstream: MockUpstream; track: (fetch: FailoverFetch) => FailoverFetch } {
+  const upstream = new MockUpstream();
+  const fetches: FailoverFetch[] = [];
+  beforeAll(() => upstream.listen());
+  afterEach(() => upstream.reset());
+  afterAll(async () => {
+    await Promise.all(fetches.map((f) => f.close()));
+    await upstream.close();
+  });
+  return {
+    upstream,
+    track: (fetch) => {
+      fetches.push(fetch);
+      return fetch;
+    },
+  };
 }
