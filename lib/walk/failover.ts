@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import type { ErrorKind } from '../errors.js';
 import type { KeyPool, MarkDetails, PoolKey } from '../pool/key-pool.js';
 import type { RouteScope } from '../pool/scopes.js';
@@ -10,7 +9,7 @@ import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } fr
 import { holdStream, isPlainEventStream, type StreamHold } from '../upstream/stream-hold.js';
 import { learnCreated, startWalk, type ObjectRoute } from './affinity.js';
 import { NO_BUDGET, WalkSession, type AttemptLimits } from './session.js';
-import { attempted, exhaustedOutcome, failureOutcome, outcomeOf } from './outcomes.js';
+import { AttemptReport, exhaustedOutcome, failureOutcome, outcomeOf } from './outcomes.js';
 
 export type { FailoverAction, FailoverPolicy };
 
@@ -65,63 +64,41 @@ export async function walkPool(
   const walker = startWalk(pool, context.model, context.route, context.objects, requestId);
   if ('kind' in walker) return walker; // not a walker: the pool's 429
   const session = new WalkSession(pool, walker, policy.budget ?? NO_BUDGET, requestId);
-  const observed = pool.listenerCount('attempt') > 0;
+  const report = new AttemptReport(pool, walker, requestId);
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
   let requestCaused: { signature: string | undefined; account: string | undefined } | undefined;
-  let attempt = 0;
   for (let key = session.next(); key !== undefined; key = session.next()) {
     if (!(await session.admit(key))) continue; // a probe another replica is sending
-    attempt++;
-    const started = observed ? performance.now() : 0;
+    report.start();
     let response: UpstreamResponse;
     try {
       response = await send(key, session.limits());
     } catch (error) {
-      session.failed();
-      const outcome = failureOutcome(error);
-      if (observed) {
-        const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
-        attempted(pool, walker, { key, attempt, started, outcome: reason, status: undefined, cause: undefined, requestId });
-      }
-      return outcome;
+      return unanswered(error, key, session, report);
     }
     let verdict: Verdict | undefined;
     if (context.stream !== undefined && context.stream.holdMs > 0 && isPlainEventStream(response)) {
       const held = await holdStream(response, context.stream);
       if (held.kind === 'lost') {
         session.failed();
-        const outcome: WalkOutcome = context.signal?.aborted ? { kind: 'aborted' } : { kind: 'error', error: 'upstream_unreachable' };
-        if (observed) {
-          const reason = outcome.kind === 'aborted' ? 'aborted' : 'unreachable';
-          attempted(pool, walker, { key, attempt, started, outcome: reason, status: response.status, cause: undefined, requestId });
-        }
-        return outcome;
+        const aborted = context.signal?.aborted === true;
+        report.report(key, aborted ? 'aborted' : 'unreachable', response.status);
+        return aborted ? { kind: 'aborted' } : { kind: 'error', error: 'upstream_unreachable' };
       }
       if (held.kind === 'commit') response = held.response;
       else verdict = judgeStreamFailure(policy, held.failure, response);
     }
     session.heard(key, response.headers);
     verdict ??= await judge(policy, response);
-    if (context.signal?.aborted) {
-      // The client left while the answer was read: what was read of it says nothing about the key.
-      session.failed();
-      release(verdict);
-      if (unconfirmed) release(unconfirmed.verdict);
-      if (observed)
-        attempted(pool, walker, { key, attempt, started, outcome: 'aborted', status: response.status, cause: undefined, requestId });
-      return { kind: 'aborted' };
-    }
+    if (context.signal?.aborted) return clientLeft(key, response.status, session, report, verdict, unconfirmed?.verdict);
     const status =
       verdict.inStream && verdict.answer !== undefined && 'held' in verdict.answer ? verdict.answer.held.status : response.status;
     const answered: Answered = { status, headers: response.headers };
     // An unrecognised 401 waits for a second key's answer, whether its body was read, lost or too large to hold.
     const provisional = verdict.cause === 'unauthorized' && verdict.action === 'disable';
     session.judged(key, response.headers, provisional ? 'pending' : verdict.action);
-    if (observed) {
-      const outcome = provisional ? 'skip' : outcomeOf(verdict.action);
-      attempted(pool, walker, { key, attempt, started, outcome, status, cause: verdict.cause, inStream: verdict.inStream, requestId });
-    }
+    report.report(key, provisional ? 'skip' : outcomeOf(verdict.action), status, verdict.cause, verdict.inStream);
 
     if (unconfirmed) {
       // The same unrecognised answer from a second key: the request is at fault, not the keys. Neither is marked.
@@ -168,6 +145,28 @@ function created(pool: KeyPool, key: PoolKey, context: WalkContext, outcome: Wal
     learnCreated(pool, key, creates, outcome.response, context.requestId);
   }
   return outcome;
+}
+
+/** A send that got no answer: the walk ends with what happened to it (the client left, a timeout, no connection). */
+function unanswered(error: unknown, key: PoolKey, session: WalkSession, report: AttemptReport): WalkOutcome {
+  session.failed();
+  const outcome = failureOutcome(error);
+  report.report(key, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason);
+  return outcome;
+}
+
+/** The client left while the answer was read: what was read of it says nothing about the key. */
+function clientLeft(
+  key: PoolKey,
+  status: number,
+  session: WalkSession,
+  report: AttemptReport,
+  ...verdicts: (Verdict | undefined)[]
+): WalkOutcome {
+  session.failed();
+  for (const verdict of verdicts) if (verdict !== undefined) release(verdict);
+  report.report(key, 'aborted', status);
+  return { kind: 'aborted' };
 }
 
 /** Frees the connection of a verdict's answer that will not be relayed. */
@@ -246,36 +245,21 @@ export async function sendOnce(
     context.onExhausted?.();
     return exhaustedOutcome(pool, walker, requestId);
   }
-  const observed = pool.listenerCount('attempt') > 0;
-  const started = observed ? performance.now() : 0;
+  const report = new AttemptReport(pool, walker, requestId);
+  report.start();
   let response: UpstreamResponse;
   try {
     response = await send(key);
   } catch (error) {
-    session.failed();
-    const outcome = failureOutcome(error);
-    if (observed) {
-      const reason = outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason;
-      attempted(pool, walker, { key, attempt: 1, started, outcome: reason, status: undefined, cause: undefined, requestId });
-    }
-    return outcome;
+    return unanswered(error, key, session, report);
   }
   session.heard(key, response.headers);
   const verdict = await judge(policy, response);
-  if (context.signal?.aborted) {
-    session.failed();
-    release(verdict);
-    if (observed)
-      attempted(pool, walker, { key, attempt: 1, started, outcome: 'aborted', status: response.status, cause: undefined, requestId });
-    return { kind: 'aborted' };
-  }
+  if (context.signal?.aborted) return clientLeft(key, response.status, session, report, verdict);
   // An unrecognised 401 marks nothing here: no second key can confirm it.
   const marks = verdict.cause !== 'unauthorized';
   session.judged(key, response.headers, marks ? verdict.action : 'pending');
-  if (observed) {
-    const outcome = marks ? outcomeOf(verdict.action) : 'skip';
-    attempted(pool, walker, { key, attempt: 1, started, outcome, status: response.status, cause: verdict.cause, requestId });
-  }
+  report.report(key, marks ? outcomeOf(verdict.action) : 'skip', response.status, verdict.cause);
   if (marks) mark(pool, walker, key, verdict, response, requestId);
   if (marks && verdict.action === 'disable') {
     // The pool key's own failure (revoked, out of money) is no answer for the client, and names the key: the gateway's error instead.

@@ -14,37 +14,47 @@ export function outcomeOf(action: FailoverAction): AttemptOutcome {
   return action === 'relay' ? 'relayed' : action;
 }
 
-export interface Attempted {
-  inStream?: true | undefined;
-  key: PoolKey;
+/**
+ * The 'attempt' events of one walk, for observers (metrics, tracing): sent only when one listened as the
+ * walk began, and only then is the model read or the clock.
+ */
+export class AttemptReport {
   /** 1 for the walk's first attempt. */
-  attempt: number;
-  started: number;
-  outcome: AttemptOutcome;
-  status: number | undefined;
-  cause: FailureCause | undefined;
-  requestId: string | undefined;
-}
+  attempt = 0;
+  private started = 0;
+  private readonly observed: boolean;
 
-/** The 'attempt' event, for observers (metrics, tracing); only built when one listens, and only then is the model read. */
-export function attempted(
-  pool: KeyPool,
-  walker: KeyWalker,
-  { key, attempt, started, outcome, status, cause, inStream, requestId }: Attempted,
-): void {
-  const model = walker.scope();
-  pool.emit('attempt', {
-    id: key.id,
-    hint: key.hint,
-    attempt,
-    outcome,
-    durationMs: performance.now() - started,
-    ...(status === undefined ? {} : { status }),
-    ...(cause === undefined ? {} : { cause }),
-    ...(model === undefined ? {} : { model }),
-    ...(inStream ? { inStream: true } : {}),
-    ...(requestId === undefined ? {} : { requestId }),
-  });
+  constructor(
+    private readonly pool: KeyPool,
+    private readonly walker: KeyWalker,
+    private readonly requestId: string | undefined,
+  ) {
+    this.observed = pool.listenerCount('attempt') > 0;
+  }
+
+  /** The next attempt is sent now. */
+  start(): void {
+    this.attempt++;
+    if (this.observed) this.started = performance.now();
+  }
+
+  report(key: PoolKey, outcome: AttemptOutcome, status?: number, cause?: FailureCause, inStream?: boolean): void {
+    if (!this.observed) return;
+    const model = this.walker.scope();
+    const { requestId } = this;
+    this.pool.emit('attempt', {
+      id: key.id,
+      hint: key.hint,
+      attempt: this.attempt,
+      outcome,
+      durationMs: performance.now() - this.started,
+      ...(status === undefined ? {} : { status }),
+      ...(cause === undefined ? {} : { cause }),
+      ...(model === undefined ? {} : { model }),
+      ...(inStream ? { inStream: true } : {}),
+      ...(requestId === undefined ? {} : { requestId }),
+    });
+  }
 }
 
 /**
