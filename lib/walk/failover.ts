@@ -9,7 +9,7 @@ import { UpstreamFailure, discard, type HeldResponse, type UpstreamResponse } fr
 import { holdStream, isPlainEventStream, type StreamHold } from '../upstream/stream-hold.js';
 import { learnCreated, startWalk, type ObjectRoute } from './affinity.js';
 import { NO_BUDGET, WalkSession, type AttemptLimits } from './session.js';
-import { AttemptReport, exhaustedOutcome, failureOutcome, outcomeOf } from './outcomes.js';
+import { exhaustedOutcome, failureOutcome, outcomeOf } from './outcomes.js';
 
 export type { FailoverAction, FailoverPolicy };
 
@@ -64,18 +64,17 @@ export async function walkPool(
   const walker = startWalk(pool, context.model, context.route, context.objects, requestId);
   if ('kind' in walker) return walker; // not a walker: the pool's 429
   const session = new WalkSession(pool, walker, policy.budget ?? NO_BUDGET, requestId);
-  const report = new AttemptReport(pool, walker, requestId);
   let lastSkipped: HeldResponse | undefined;
   let unconfirmed: Unconfirmed | undefined;
   let requestCaused: { signature: string | undefined; account: string | undefined } | undefined;
   for (let key = session.next(); key !== undefined; key = session.next()) {
     if (!(await session.admit(key))) continue; // a probe another replica is sending
-    report.start();
+    session.startAttempt();
     let response: UpstreamResponse;
     try {
       response = await send(key, session.limits());
     } catch (error) {
-      return unanswered(error, key, session, report);
+      return unanswered(error, key, session);
     }
     let verdict: Verdict | undefined;
     if (context.stream !== undefined && context.stream.holdMs > 0 && isPlainEventStream(response)) {
@@ -83,7 +82,7 @@ export async function walkPool(
       if (held.kind === 'lost') {
         session.failed();
         const aborted = context.signal?.aborted === true;
-        report.report(key, aborted ? 'aborted' : 'unreachable', response.status);
+        session.report(key, aborted ? 'aborted' : 'unreachable', response.status);
         return aborted ? { kind: 'aborted' } : { kind: 'error', error: 'upstream_unreachable' };
       }
       if (held.kind === 'commit') response = held.response;
@@ -91,14 +90,14 @@ export async function walkPool(
     }
     session.heard(key, response.headers);
     verdict ??= await judge(policy, response);
-    if (context.signal?.aborted) return clientLeft(key, response.status, session, report, verdict, unconfirmed?.verdict);
+    if (context.signal?.aborted) return clientLeft(key, response.status, session, verdict, unconfirmed?.verdict);
     const status =
       verdict.inStream && verdict.answer !== undefined && 'held' in verdict.answer ? verdict.answer.held.status : response.status;
     const answered: Answered = { status, headers: response.headers };
     // An unrecognised 401 waits for a second key's answer, whether its body was read, lost or too large to hold.
     const provisional = verdict.cause === 'unauthorized' && verdict.action === 'disable';
     session.judged(key, response.headers, provisional ? 'pending' : verdict.action);
-    report.report(key, provisional ? 'skip' : outcomeOf(verdict.action), status, verdict.cause, verdict.inStream);
+    session.report(key, provisional ? 'skip' : outcomeOf(verdict.action), status, verdict.cause, verdict.inStream);
 
     if (unconfirmed) {
       // The same unrecognised answer from a second key: the request is at fault, not the keys. Neither is marked.
@@ -148,24 +147,18 @@ function created(pool: KeyPool, key: PoolKey, context: WalkContext, outcome: Wal
 }
 
 /** A send that got no answer: the walk ends with what happened to it (the client left, a timeout, no connection). */
-function unanswered(error: unknown, key: PoolKey, session: WalkSession, report: AttemptReport): WalkOutcome {
+function unanswered(error: unknown, key: PoolKey, session: WalkSession): WalkOutcome {
   session.failed();
   const outcome = failureOutcome(error);
-  report.report(key, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason);
+  session.report(key, outcome.kind === 'aborted' ? 'aborted' : (error as UpstreamFailure).reason);
   return outcome;
 }
 
 /** The client left while the answer was read: what was read of it says nothing about the key. */
-function clientLeft(
-  key: PoolKey,
-  status: number,
-  session: WalkSession,
-  report: AttemptReport,
-  ...verdicts: (Verdict | undefined)[]
-): WalkOutcome {
+function clientLeft(key: PoolKey, status: number, session: WalkSession, ...verdicts: (Verdict | undefined)[]): WalkOutcome {
   session.failed();
   for (const verdict of verdicts) if (verdict !== undefined) release(verdict);
-  report.report(key, 'aborted', status);
+  session.report(key, 'aborted', status);
   return { kind: 'aborted' };
 }
 
@@ -245,21 +238,20 @@ export async function sendOnce(
     context.onExhausted?.();
     return exhaustedOutcome(pool, walker, requestId);
   }
-  const report = new AttemptReport(pool, walker, requestId);
-  report.start();
+  session.startAttempt();
   let response: UpstreamResponse;
   try {
     response = await send(key);
   } catch (error) {
-    return unanswered(error, key, session, report);
+    return unanswered(error, key, session);
   }
   session.heard(key, response.headers);
   const verdict = await judge(policy, response);
-  if (context.signal?.aborted) return clientLeft(key, response.status, session, report, verdict);
+  if (context.signal?.aborted) return clientLeft(key, response.status, session, verdict);
   // An unrecognised 401 marks nothing here: no second key can confirm it.
   const marks = verdict.cause !== 'unauthorized';
   session.judged(key, response.headers, marks ? verdict.action : 'pending');
-  report.report(key, marks ? outcomeOf(verdict.action) : 'skip', response.status, verdict.cause);
+  session.report(key, marks ? outcomeOf(verdict.action) : 'skip', response.status, verdict.cause);
   if (marks) mark(pool, walker, key, verdict, response, requestId);
   if (marks && verdict.action === 'disable') {
     // The pool key's own failure (revoked, out of money) is no answer for the client, and names the key: the gateway's error instead.

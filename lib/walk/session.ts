@@ -5,10 +5,12 @@
  * organization the answer names) and how much of the key's limits is left.
  * walkPool calls it at a few points: for the next key (`next`), before an
  * attempt (`admit`), with each answer's head (`heard`), with each verdict
- * (`judged`), when an attempt gets no answer (`failed`).
+ * (`judged`), when an attempt gets no answer (`failed`). It also reports each attempt
+ * (`startAttempt`, `report`) as an 'attempt' event, for observers.
  */
 import { performance } from 'node:perf_hooks';
-import type { FailoverAction } from '../providers/causes.js';
+import type { AttemptOutcome } from '../pool/events.js';
+import type { FailoverAction, FailureCause } from '../providers/causes.js';
 import type { KeyPool, PoolKey } from '../pool/key-pool.js';
 import type { Sent } from '../pool/lessons.js';
 import type { Probe } from '../pool/probes.js';
@@ -30,7 +32,11 @@ export interface AttemptLimits {
 }
 
 export class WalkSession {
+  /** The attempts sent so far; the one being sent is number `attempts` (1 for the walk's first). */
   private attempts = 0;
+  /** Someone listened to 'attempt' events as the walk began: only then are attempts timed and reported. */
+  private readonly observed: boolean;
+  private attemptStarted = 0;
   private readonly startedAt: number;
   private probe: Probe | undefined;
   /** The latest send, numbered (see remaining.ts); seq 0 until the first. */
@@ -45,6 +51,7 @@ export class WalkSession {
     private readonly requestId: string | undefined,
   ) {
     this.startedAt = budget.maxWalkMs === undefined ? 0 : performance.now();
+    this.observed = pool.listenerCount('attempt') > 0;
   }
 
   /** The next key to try, or undefined: none left, or the budget is spent. */
@@ -66,6 +73,30 @@ export class WalkSession {
     this.attempts++;
     this.pool.lessons.countSend(key, this.walker.scopeIfRead(), this.sent);
     return true;
+  }
+
+  /** The admitted attempt is sent now (for its 'attempt' event's duration). */
+  startAttempt(): void {
+    if (this.observed) this.attemptStarted = performance.now();
+  }
+
+  /** The current attempt's 'attempt' event, when someone listens; only then is the model read. */
+  report(key: PoolKey, outcome: AttemptOutcome, status?: number, cause?: FailureCause, inStream?: boolean): void {
+    if (!this.observed) return;
+    const model = this.walker.scope();
+    const { requestId } = this;
+    this.pool.emit('attempt', {
+      id: key.id,
+      hint: key.hint,
+      attempt: this.attempts,
+      outcome,
+      durationMs: performance.now() - this.attemptStarted,
+      ...(status === undefined ? {} : { status }),
+      ...(cause === undefined ? {} : { cause }),
+      ...(model === undefined ? {} : { model }),
+      ...(inStream ? { inStream: true } : {}),
+      ...(requestId === undefined ? {} : { requestId }),
+    });
   }
 
   /** What the next attempt may take, within the walk's `maxWalkMs`. */
