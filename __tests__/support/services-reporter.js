@@ -25,7 +25,7 @@ module.exports = class ServicesReporter {
       const runs = results.testResults.filter((r) => r.testFilePath === testPath);
       const tests = Math.max(0, ...runs.map((r) => r.numPendingTests));
       const projects = runs.map((r) => r.displayName?.name).filter(Boolean);
-      const what = `${path.relative(this.rootDir, testPath)} (${tests} tests${projects.length > 0 ? `, on ${projects.join(' and ')}` : ''})`;
+      const what = `${path.relative(this.rootDir, testPath)} (${tests} ${tests === 1 ? 'test' : 'tests'}${projects.length > 0 ? `, on ${projects.join(' and ')}` : ''})`;
       const { missing, enable } = services?.[service] ?? { missing: `${service} not found`, enable: `install ${service}` };
       return strict
         ? `FAILED  ${what}: ${missing}; CI mode fails on a missing service. To run it: ${enable}.`
