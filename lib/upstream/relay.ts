@@ -226,28 +226,36 @@ function ignore(): void {
  * Reads an answer into memory, up to `limit` bytes, so that it can be relayed
  * after other keys were tried. A larger answer is not dropped: it comes back
  * as `{ streaming }`, whose body replays the bytes read so far and then the rest.
+ * Undefined: the upstream died (or the attempt was aborted) before the end.
+ * Plain listeners rather than the body's async iterator: this runs between two
+ * attempts of a failover, and the iterator's promises and end-of-stream
+ * watcher cost more than the read itself.
  */
-export async function holdResponse(
+export function holdResponse(
   upstream: UpstreamResponse,
   limit: number,
 ): Promise<{ held: HeldResponse } | { streaming: UpstreamResponse } | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const iterator = upstream.body[Symbol.asyncIterator]() as AsyncIterator<Buffer, undefined>;
-  try {
-    for (;;) {
-      const { done, value } = await iterator.next();
-      if (done) break;
-      chunks.push(value);
-      size += value.length;
-      if (size > limit) {
-        return { streaming: { ...upstream, body: Readable.from(replay(chunks, iterator)) } };
-      }
-    }
-  } catch {
-    return undefined; // the upstream died while we read: nothing worth relaying
-  }
-  return { held: { status: upstream.status, headers: upstream.headers, body: Buffer.concat(chunks, size) } };
+  const { body } = upstream;
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (outcome: { held: HeldResponse } | { streaming: UpstreamResponse } | undefined): void => {
+      body.off('data', onData).off('end', onEnd).off('error', onLost).off('close', onLost);
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= limit) return;
+      body.pause();
+      const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer, undefined>;
+      settle({ streaming: { ...upstream, body: Readable.from(replay(chunks, iterator)) } });
+    };
+    const onEnd = (): void => settle({ held: { status: upstream.status, headers: upstream.headers, body: Buffer.concat(chunks, size) } });
+    // An error, or a close before the end ('end' comes first when the body is whole): nothing worth relaying.
+    const onLost = (): void => settle(undefined);
+    body.on('data', onData).once('end', onEnd).once('error', onLost).once('close', onLost);
+  });
 }
 
 async function* replay(chunks: Buffer[], iterator: AsyncIterator<Buffer, undefined>): AsyncGenerator<Buffer> {

@@ -202,6 +202,8 @@ function mark(pool: KeyPool, walker: KeyWalker, key: PoolKey, verdict: Verdict, 
     const reason = cause === 'insufficient_quota' ? 'quota' : 'auth';
     pool.markAnswer(key, { disable: true, group: verdict.accountWide === true }, { ...details, reason });
   }
+  // Built only for a listener: this runs on every failover.
+  if (pool.listenerCount('failover') === 0) return;
   pool.emit('failover', {
     id: key.id,
     hint: key.hint,
