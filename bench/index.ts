@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { jsonRequest, runLoad } from './driver/load.js';
+import { jsonRequest, runLoad, warm, type LoadResult } from './driver/load.js';
 import { ROOT, cpuMs, killAll, liveChildren, machineBusyMs, rssKb, startChild, stopChild, type Child } from './driver/processes.js';
 import {
   MEMORY_KINDS,
@@ -24,6 +24,7 @@ import {
   type MemoryFigures,
   type MemoryKind,
   type PassFigures,
+  type ThroughputRound,
   type TargetFigures,
 } from './driver/report.js';
 import { bearer, selfCheck, startEndpoint, type Endpoint } from './driver/endpoints.js';
@@ -36,26 +37,41 @@ const log = (line: string): void => void process.stderr.write(`${line}\n`);
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const SETTINGS = {
   passes: QUICK ? 2 : 4,
+  // Throughput runs per pass of each target whose CPU a check compares (the others: one), interleaved; the pass
+  // takes the median.
+  rounds: QUICK ? 1 : 3,
+  // Load right before each measured run: a target that sat idle while the others ran has had its heap shrunk
+  // by V8's memory reducer, and spends its next second growing it back (up to half more CPU per request, in
+  // some runs and not others; see bench/README.md, "Passes, noise and verdicts").
+  prewarmMs: 300,
   memoryPasses: QUICK ? 1 : 3,
-  warmupSeconds: QUICK ? 0.5 : 1,
-  // Short runs, many of them: this machine's speed drifts within seconds.
-  throughputSeconds: QUICK ? 0.5 : 1,
+  warmupSeconds: 2,
+  // Short runs, many of them: this machine's speed drifts within seconds. Whole seconds: autocannon's unit.
+  throughputSeconds: 1,
   throughputConnections: 50,
-  latencySeconds: QUICK ? 0.25 : 0.5,
+  latencySeconds: 1,
   streamSamples: QUICK ? 10 : 25,
   streamWarmup: QUICK ? 2 : 5,
   openStreams: QUICK ? 500 : 1000,
   fillStreams: QUICK ? 100 : 250,
 };
-const HARD_LIMIT_MS = 295_000;
+const HARD_LIMIT_MS = 600_000;
 // A full GC on request; young generation kept small, so that its empty pages do not hide what the streams add to RSS.
 const MEMORY_NODE_FLAGS = ['--expose-gc', '--max-semi-space-size=1', '--min-semi-space-size=1'];
 
-async function measurePass(e: Endpoint, mock: Child, pass: number): Promise<PassFigures> {
+/** Load at `connections` for prewarmMs, then a pause for what is still in flight to finish. */
+async function prewarm(e: Endpoint, connections: number): Promise<void> {
+  await warm(e.port, connections, SETTINGS.prewarmMs, jsonRequest(bearer(e)));
+  await sleep(50);
+}
+
+/** One 50-connection run of `e`, just after a prewarm: its req/s and the target's CPU time per request. */
+async function measureThroughput(e: Endpoint, mock: Child): Promise<ThroughputRound> {
   // Ours: the driver (load generator), the mock and the target. Whatever else the machine did is someone else's.
   const pids = [...new Set([process.pid, mock.pid, e.pid])];
   const oursMs = (): number => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
   const rejected = async (): Promise<number> => (await mockStats(mock.port)).answered['429'] ?? 0;
+  await prewarm(e, SETTINGS.throughputConnections);
   const rejectedBefore = await rejected();
   const [cpuBefore, oursBefore, machineBefore, started] = [cpuMs(e.pid), oursMs(), machineBusyMs(), performance.now()];
   const throughput = await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.throughputSeconds, jsonRequest(bearer(e)));
@@ -66,30 +82,48 @@ async function measurePass(e: Endpoint, mock: Child, pass: number): Promise<Pass
   const rejections = (await rejected()) - rejectedBefore;
   if (e.target.failsOverOnce && rejections < throughput.ok)
     throw new Error(`${e.target.id}: ${throughput.ok} answers but only ${rejections} 429s from the mock`);
+  if (throughput.non2xx || throughput.errors || throughput.timeouts)
+    throw new Error(`${e.target.id} 50c: non2xx ${throughput.non2xx}, errors ${throughput.errors}, timeouts ${throughput.timeouts}`);
+  return { throughput, cpuUsPerRequest, otherLoad };
+}
+
+/** One run at 1 connection, just after a prewarm at 1 connection. */
+async function measureLatency(e: Endpoint): Promise<LoadResult> {
+  await prewarm(e, 1);
   const latency = await runLoad(e.port, 1, SETTINGS.latencySeconds, jsonRequest(bearer(e)));
-  for (const [what, r] of [
-    ['50c', throughput],
-    ['1c', latency],
-  ] as const) {
-    if (r.non2xx || r.errors || r.timeouts)
-      throw new Error(`${e.target.id} ${what}: non2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`);
-  }
+  if (latency.non2xx || latency.errors || latency.timeouts)
+    throw new Error(`${e.target.id} 1c: non2xx ${latency.non2xx}, errors ${latency.errors}, timeouts ${latency.timeouts}`);
+  return latency;
+}
+
+/**
+ * A target's figures in one pass: its throughput rounds (the median round's CPU per request, the median req/s),
+ * its latency rounds (the run of median p50), then the streams.
+ */
+async function measurePass(e: Endpoint, rounds: ThroughputRound[], latencies: LoadResult[], pass: number): Promise<PassFigures> {
+  const byCpu = [...rounds].sort((a, b) => a.cpuUsPerRequest - b.cpuUsPerRequest);
+  const middle = byCpu[(byCpu.length - 1) >> 1]!;
+  const throughput = { ...middle.throughput, rps: median(rounds.map((r) => r.throughput.rps)) };
+  const cpuUsPerRequest = median(rounds.map((r) => r.cpuUsPerRequest));
+  const otherLoad = Math.max(...rounds.map((r) => r.otherLoad));
+  const latency = [...latencies].sort((a, b) => a.p50 - b.p50)[(latencies.length - 1) >> 1]!;
   let content: PassFigures['firstContent'];
-  if (e.target.upstream) {
+  if (e.target.upstream && !e.target.latencyOnly) {
     content = {} as NonNullable<PassFigures['firstContent']>;
     for (const kind of STREAM_KINDS) content[kind] = await firstContent(e.port, kind, e.key, SETTINGS.streamSamples, SETTINGS.streamWarmup);
   }
   log(
-    `  pass ${pass} ${e.target.id.padEnd(13)} ${throughput.rps.toFixed(0).padStart(5)} req/s @50c, ${cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/req, ` +
-      `other processes ${(otherLoad * 100).toFixed(0).padStart(2)}%; @1c p50 ${latency.p50.toFixed(3)} ms` +
+    `  pass ${pass} ${e.target.id.padEnd(13)} ${throughput.rps.toFixed(0).padStart(5)} req/s @50c, ${cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/req ` +
+      `(rounds ${rounds.map((r) => r.cpuUsPerRequest.toFixed(0)).join(', ')}), other processes ${(otherLoad * 100).toFixed(0).padStart(2)}%; ` +
+      `@1c p50 ${latency.p50.toFixed(3)} ms${latencies.length > 1 ? ` (rounds ${latencies.map((l) => l.p50.toFixed(3)).join(', ')})` : ''}` +
       (content ? `; 1st content p50 ${STREAM_KINDS.map((k) => `${k} ${content[k].p50.toFixed(3)}`).join(', ')} ms` : ''),
   );
-  return { pass, throughput, cpuUsPerRequest, otherLoad, latency, ...(content ? { firstContent: content } : {}) };
+  return { pass, throughput, cpuUsPerRequest, rounds, otherLoad, latency, ...(content ? { firstContent: content } : {}) };
 }
 
 /** VmRSS and the JS heap in use (heapUsed + external) right after a full GC: the target runs with --expose-gc and collects on SIGUSR2. */
 async function afterGc(e: Endpoint): Promise<{ rssKb: number; retainedKb: number }> {
-  const line = e.child!.nextLine('GC ', 10_000);
+  const line = e.child!.nextLine('GC ', 30_000);
   process.kill(e.pid, 'SIGUSR2');
   const usage = JSON.parse((await line).slice(3)) as NodeJS.MemoryUsage;
   await sleep(100);
@@ -102,7 +136,7 @@ async function afterGc(e: Endpoint): Promise<{ rssKb: number; retainedKb: number
  * with `fillStreams` already open, so that the heap a warm process has free does not absorb the first ones.
  */
 async function measureMemory(e: Endpoint, mock: Child, kind: MemoryKind, pass: number): Promise<MemoryFigures> {
-  await runLoad(e.port, 10, 0.5, jsonRequest(bearer(e)));
+  await runLoad(e.port, 10, 1, jsonRequest(bearer(e)));
   for (const k of STREAM_KINDS) await firstContent(e.port, k, e.key, 5, 0);
   const fill = await openHeldStreams(e.port, mock.port, kind, e.key, SETTINGS.fillStreams);
   await sleep(200);
@@ -170,12 +204,12 @@ function checks(passes: Passes): Check[] {
     check(`kf-3 - ${FLOORS.B}: Responses first text delta, p50`, 'ms', '≤', 0.3, content('responses'), na('kf-3', FLOORS.B)),
     check(`kf-3 - ${FLOORS.B}: Messages first text delta, p50`, 'ms', '≤', 0.3, content('messages'), na('kf-3', FLOORS.B)),
     check(
-      'failover cost beyond the extra round trip: p50(kf-429) - p50(kf-3) - p50(direct) @1c',
+      'failover cost beyond the extra round trip: p50(kf-429) - p50(kf-3) - (p50(relay-retry) - p50(relay-buffered)) @1c',
       'ms',
       '≤',
       0.1,
-      na('kf-429', 'kf-3') ? [] : failoverCost(passes),
-      na('kf-429', 'kf-3'),
+      na('kf-429', 'kf-3', 'relay-retry', 'relay-buffered') ? [] : failoverCost(passes),
+      na('kf-429', 'kf-3', 'relay-retry', 'relay-buffered'),
     ),
     check(
       'kf-scoped / kf-3: CPU µs per request (a scoped cooldown for another model)',
@@ -188,17 +222,23 @@ function checks(passes: Passes): Check[] {
   ];
 }
 
+/**
+ * What failing over adds beyond the extra round trip itself, at 1 connection: kf-429's second attempt
+ * (kf-429 - kf-3) less what the same extra round trip costs the least relay that retries (relay-retry -
+ * relay-buffered: an undici request from the gateway, its 429 read and dropped, the body sent again).
+ */
 function failoverCost(passes: Passes): number[] {
-  return passes.each((of) => of('kf-429').latency.p50 - of('kf-3').latency.p50 - of('direct').latency.p50);
+  return passes.each(
+    (of) => of('kf-429').latency.p50 - of('kf-3').latency.p50 - (of('relay-retry').latency.p50 - of('relay-buffered').latency.p50),
+  );
 }
 
 /**
- * Informative, not a check: the extra attempt against the gateway's own round trip (what floor B adds to
- * floor A at 1 connection: an undici request to the mock and its answer relayed) instead of a round trip
- * straight from the load generator to the mock, which skips undici's client side.
+ * Informative, not a check: the same against a round trip straight from the load generator to the mock
+ * (autocannon's client, not undici: about half of what a gateway pays for one).
  */
-function failoverCostBeyondRelay(passes: Passes): number[] {
-  return passes.each((of) => of('kf-429').latency.p50 - of('kf-3').latency.p50 - (of(FLOORS.B).latency.p50 - of(FLOORS.A).latency.p50));
+function failoverCostBeyondDirect(passes: Passes): number[] {
+  return passes.each((of) => of('kf-429').latency.p50 - of('kf-3').latency.p50 - of('direct').latency.p50);
 }
 
 function versions(): Record<string, string> {
@@ -238,15 +278,29 @@ async function loadPasses(mock: Child, figures: TargetFigures[]): Promise<void> 
         log(`  ${e.target.id}: n/a (${na})`);
         if (e.child) await stopChild(e.child);
       }
-      for (const e of endpoints) await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.warmupSeconds, jsonRequest(bearer(e)));
+      // All at once: the JIT needs requests, not seconds of the machine to itself (each run is prewarmed anyway).
+      await Promise.all(endpoints.map((e) => runLoad(e.port, 10, SETTINGS.warmupSeconds, jsonRequest(bearer(e)))));
       // Requests still in flight in a target when autocannon stops must not land in the next target's window.
       await sleep(250);
       log(
-        `pass ${pass}: ${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1, ` +
+        `pass ${pass}: ${SETTINGS.rounds} × (or 1 ×) ${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1, ` +
           `${SETTINGS.streamSamples} streams of each kind`,
       );
-      // Alternate the order so that drift in the machine's speed does not favour one end of the list.
-      for (const e of pass % 2 === 1 ? endpoints : [...endpoints].reverse()) own(e.target.id).passes.push(await measurePass(e, mock, pass));
+      // Alternate the order, round by round, so that drift in the machine's speed does not favour one end of the list.
+      const rounds = new Map<string, ThroughputRound[]>(endpoints.map((e) => [e.target.id, []]));
+      for (let round = 0; round < SETTINGS.rounds; round++) {
+        for (const e of (pass + round) % 2 === 1 ? endpoints : [...endpoints].reverse()) {
+          if (round === 0 || e.target.cpuChecked) rounds.get(e.target.id)!.push(await measureThroughput(e, mock));
+        }
+      }
+      const latencies = new Map<string, LoadResult[]>(endpoints.map((e) => [e.target.id, []]));
+      for (let round = 0; round < SETTINGS.rounds; round++) {
+        for (const e of (pass + round) % 2 === 1 ? endpoints : [...endpoints].reverse()) {
+          if (round === 0 || e.target.latencyChecked) latencies.get(e.target.id)!.push(await measureLatency(e));
+        }
+      }
+      for (const e of pass % 2 === 1 ? endpoints : [...endpoints].reverse())
+        own(e.target.id).passes.push(await measurePass(e, rounds.get(e.target.id)!, latencies.get(e.target.id)!, pass));
     } finally {
       for (const e of started) if (e.child) await stopChild(e.child);
     }
@@ -294,8 +348,11 @@ async function main(): Promise<number> {
 
   const passes = new Passes(figures);
   const list = checks(passes);
-  const cost = passes.available('kf-429', 'kf-3') ? failoverCost(passes) : [];
-  const costBeyondRelay = passes.available('kf-429', 'kf-3', FLOORS.A, FLOORS.B) ? failoverCostBeyondRelay(passes) : [];
+  const cost = passes.available('kf-429', 'kf-3', 'relay-retry', 'relay-buffered') ? failoverCost(passes) : [];
+  const retryTrip = passes.available('relay-retry', 'relay-buffered')
+    ? passes.each((of) => of('relay-retry').latency.p50 - of('relay-buffered').latency.p50)
+    : [];
+  const costBeyondDirect = passes.available('kf-429', 'kf-3', 'direct') ? failoverCostBeyondDirect(passes) : [];
   const noiseCpu = passes.each((of) => of('control').cpuUsPerRequest / of('kf-3').cpuUsPerRequest);
   const noiseRps = passes.each((of) => of('control').throughput.rps / of('kf-3').throughput.rps);
   const elapsed = (Date.now() - started) / 1000;
@@ -312,14 +369,15 @@ async function main(): Promise<number> {
     '',
     `Floors: A ${FLOORS.A}, B ${FLOORS.B}, C ${FLOORS.C}. Every ratio and difference is computed within each pass, then the median over the passes.`,
     `${SETTINGS.passes} passes; each starts every target in a fresh process, self-checks and warms each up, then runs every target ` +
-      `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections, ${SETTINGS.latencySeconds} s at 1 connection and ` +
-      `${SETTINGS.streamSamples} sequential streams of each kind (order alternates). Added = minus direct.`,
+      `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections (${SETTINGS.rounds} interleaved rounds for those a CPU check compares, the median counts), ` +
+      `then ${SETTINGS.latencySeconds} s at 1 connection and ${SETTINGS.streamSamples} sequential streams of each kind (order alternates). Added = minus direct.`,
     `1st content: time from sending to the whole first text delta (chat: the first event), median of the passes' p50s. ` +
       `Memory: what ${SETTINGS.openStreams} more held-open streams add (after ${SETTINGS.fillStreams} already open), read after a full GC, / ${SETTINGS.openStreams}: ` +
       `VmRSS, and the JS heap in use (heapUsed + external); fresh process per target and kind, ${SETTINGS.memoryPasses} memory passes.`,
-    `Failover cost: p50(kf-429) - p50(kf-3) - p50(direct) = ${median(cost).toFixed(3)} ms (passes: ${values(cost, 3)}); ` +
-      `beyond the gateway's own round trip, p50(kf-429) - p50(kf-3) - (p50(${FLOORS.B}) - p50(${FLOORS.A})) = ${median(costBeyondRelay).toFixed(3)} ms ` +
-      `(passes: ${values(costBeyondRelay, 3)}).`,
+    `Failover cost: p50(kf-429) - p50(kf-3) - (p50(relay-retry) - p50(relay-buffered)) = ${median(cost).toFixed(3)} ms (passes: ${values(cost, 3)}); ` +
+      `the extra round trip, p50(relay-retry) - p50(relay-buffered) = ${median(retryTrip).toFixed(3)} ms (passes: ${values(retryTrip, 3)}); ` +
+      `against the direct round trip from the load generator instead, p50(kf-429) - p50(kf-3) - p50(direct) = ${median(costBeyondDirect).toFixed(3)} ms ` +
+      `(passes: ${values(costBeyondDirect, 3)}).`,
     `Other processes used ${(100 * median(otherLoads)).toFixed(0)}% of the CPUs during the 50-connection runs (median; max ${(100 * Math.max(...otherLoads)).toFixed(0)}%)` +
       (median(otherLoads) > 0.1 ? ': the machine was busy, treat every ratio below with suspicion.' : '.'),
     `Noise (control): control / kf-3, the same code in two processes: CPU per request ${median(noiseCpu).toFixed(3)}× (passes: ${values(noiseCpu, 3)}), ` +
@@ -335,7 +393,7 @@ async function main(): Promise<number> {
   process.stdout.write(`${report}\n`);
 
   const results = {
-    schema: 2,
+    schema: 3,
     date: new Date().toISOString(),
     quick: QUICK,
     versions: info,
@@ -374,7 +432,8 @@ async function main(): Promise<number> {
           },
     })),
     failoverCostMs: { median: median(cost), passes: cost },
-    failoverCostBeyondRelayMs: { median: median(costBeyondRelay), passes: costBeyondRelay },
+    extraRoundTripMs: { median: median(retryTrip), passes: retryTrip },
+    failoverCostBeyondDirectMs: { median: median(costBeyondDirect), passes: costBeyondDirect },
     noiseControl: { cpu: { median: median(noiseCpu), passes: noiseCpu }, rps: { median: median(noiseRps), passes: noiseRps } },
     checks: list,
   };

@@ -1,10 +1,10 @@
 /**
  * Profiles one target under the bench's load:
- *   npx tsx bench/profile.ts <id | targets/file.ts> [seconds] [--load json|chat|responses|messages] [--top N]
+ *   npx tsx bench/profile.ts <id | targets/file.ts> [seconds] [--load json|chat|responses|messages] [--connections N] [--top N]
  * `id` is any row of the bench (bench/driver/targets.ts; `direct` profiles the
  * mock itself). Starts the mock and the target, the profiled one under
  * `node --cpu-prof`, runs the same self-check as the bench (an n/a row is
- * refused), warms it up, runs 50 connections for `seconds` (default 10) of the
+ * refused), warms it up, runs 50 connections (or N) for `seconds` (default 10) of the
  * bench's 1 KB JSON request or of one kind of stream, stops the process so
  * that it writes its profile, and prints where its CPU went: by package, the
  * hottest functions (self time), every function of lib/ with its inclusive
@@ -15,14 +15,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { bearer, selfCheck, startEndpoint, type Endpoint } from './driver/endpoints.js';
 import { jsonRequest, runLoad, type LoadRequest } from './driver/load.js';
-import { ROOT, cpuMs, killAll, startChild, stopChild, type Child } from './driver/processes.js';
+import { BUILD_DIR, cpuMs, killAll, startChild, stopChild, type Child } from './driver/processes.js';
 import { targetById, type Target } from './driver/targets.js';
 import type { StreamKind } from './provider-streams.js';
 import { STREAM_REQUESTS } from './shared.js';
 
 const PROFILE_FLAGS = (dir: string): string[] => ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'];
 
-const LIB = `${ROOT}/lib/`;
+const LIB = `${BUILD_DIR}/lib/`;
+const BENCH = `${BUILD_DIR}/bench/`;
 
 interface ProfileNode {
   id: number;
@@ -34,6 +35,7 @@ interface ProfileNode {
 function category(url: string, name: string): string {
   if (!url) return name.startsWith('(') ? name : '(native)';
   if (url.includes(LIB)) return 'lib/ (this package)';
+  if (url.includes(BENCH)) return 'bench/';
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1]!;
   if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[1] ?? url.slice(5)}`.replace(/^node:internal$/, 'node:internal');
@@ -64,10 +66,11 @@ function analyse(file: string, window: [number, number], requests: number, targe
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const total = profile.nodes.reduce((sum, n) => sum + n.hitCount, 0);
   const busy = total - profile.nodes.filter((n) => n.callFrame.functionName === '(idle)').reduce((s, n) => s + n.hitCount, 0);
-  // tsx emits each module on few lines: the column tells functions apart.
+  // Lines and columns are the compiled file's (esbuild keeps the source's layout, near enough to find a function).
   const key = (n: ProfileNode): string => {
     const { functionName, url, lineNumber, columnNumber } = n.callFrame;
-    return `${functionName || '(anonymous)'} ${url.replace(`file://${ROOT}/`, '').replace(/^.*node_modules\//, '')}:${lineNumber + 1}:${columnNumber + 1}`;
+    const where = url.replace(`file://${BUILD_DIR}/`, '').replace(/^.*node_modules\//, '');
+    return `${functionName || '(anonymous)'} ${where}:${lineNumber + 1}:${columnNumber + 1}`;
   };
   const self = new Map<string, number>();
   const categories = new Map<string, number>();
@@ -115,23 +118,28 @@ function loadRequest(kind: string, e: Endpoint): LoadRequest {
   return { path: request.path, body: request.body({}), headers: { 'content-type': 'application/json', ...request.headers(e.key) } };
 }
 
-function parseArgs(argv: string[]): { target: Target; seconds: number; load: string; topN: number } {
+function parseArgs(argv: string[]): { target: Target; seconds: number; load: string; topN: number; connections: number } {
   const positional: string[] = [];
   let load = 'json';
   let topN = 25;
+  let connections = 50;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--load') load = argv[++i] ?? '';
     else if (argv[i] === '--top') topN = Number(argv[++i]);
+    else if (argv[i] === '--connections') connections = Number(argv[++i]);
     else positional.push(argv[i]!);
   }
   const [id = 'kf-3', seconds = '10'] = positional;
   // A row of the bench, or any target file under bench/ (for trying a variant).
   const target: Target = id.endsWith('.ts') ? { id: path.basename(id, '.ts'), name: id, file: id, upstream: true } : targetById(id);
-  return { target, seconds: Number(seconds), load, topN };
+  if (!Number.isInteger(connections) || connections < 1) throw new Error(`--connections: a whole number of at least 1, not ${connections}`);
+  if (!Number.isInteger(Number(seconds)) || Number(seconds) < 1)
+    throw new Error(`seconds: whole seconds (autocannon's unit), not ${seconds}`);
+  return { target, seconds: Number(seconds), load, topN, connections };
 }
 
 async function main(): Promise<void> {
-  const { target, seconds, load, topN } = parseArgs(process.argv.slice(2));
+  const { target, seconds, load, topN, connections } = parseArgs(process.argv.slice(2));
   if (!target.upstream && load !== 'json') throw new Error(`${target.id} answers by itself: --load json only`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ekf-profile-'));
   // Direct: the mock is the process under the profiler.
@@ -143,16 +151,16 @@ async function main(): Promise<void> {
     const na = await selfCheck(e, mock);
     if (na !== undefined) throw new Error(`${target.id} is n/a on this branch (${na}): nothing to profile`);
     const request = loadRequest(load, e);
-    await runLoad(e.port, 50, 2, request);
+    await runLoad(e.port, connections, 2, request);
     const micros = (): number => Number(process.hrtime.bigint() / 1000n);
     const before = cpuMs(e.pid);
     const from = micros();
-    const result = await runLoad(e.port, 50, seconds, request);
+    const result = await runLoad(e.port, connections, seconds, request);
     const window: [number, number] = [from, micros()];
     const targetCpuMs = cpuMs(e.pid) - before;
     await stopChild(profiled, 20_000);
     console.log(
-      `${target.id} (${load}): ${result.rps.toFixed(0)} req/s at 50 connections (non2xx ${result.non2xx}, errors ${result.errors}); profile in ${dir}`,
+      `${target.id} (${load}): ${result.rps.toFixed(0)} req/s at ${connections} connection(s) (non2xx ${result.non2xx}, errors ${result.errors}); profile in ${dir}`,
     );
     const profile = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
     if (!profile) throw new Error('no profile written');

@@ -1,4 +1,5 @@
 import autocannon from 'autocannon';
+import { Pool } from 'undici';
 import { CHAT, chatBody } from '../shared.js';
 
 export interface LoadResult {
@@ -29,8 +30,12 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-/** POSTs `request` (the 1 KB chat body) to `port` over `connections` keep-alive connections for `seconds`. */
+/**
+ * POSTs `request` (the 1 KB chat body) to `port` over `connections` keep-alive connections for `seconds`,
+ * in whole seconds: autocannon stops on its one-second tick (0.3 runs 1 s).
+ */
 export async function runLoad(port: number, connections: number, seconds: number, request: LoadRequest): Promise<LoadResult> {
+  if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`runLoad: ${seconds} s; autocannon runs whole seconds`);
   const latencies: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
@@ -59,4 +64,25 @@ export async function runLoad(port: number, connections: number, seconds: number
     errors: result.errors,
     timeouts: result.timeouts,
   };
+}
+
+/**
+ * Load for `ms` over `connections` keep-alive connections, nothing measured: what a target gets right
+ * before a measured run, shorter than autocannon's whole seconds. Any non-2xx answer fails it.
+ */
+export async function warm(port: number, connections: number, ms: number, request: LoadRequest): Promise<void> {
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections });
+  const end = performance.now() + ms;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const { statusCode, body } = await pool.request({ method: 'POST', path: request.path, headers: request.headers, body: request.body });
+      await body.dump();
+      if (statusCode < 200 || statusCode >= 300) throw new Error(`warm-up: ${statusCode} from port ${port}`);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: connections }, worker));
+  } finally {
+    await pool.close();
+  }
 }

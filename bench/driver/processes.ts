@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { buildSync } from 'esbuild';
 
 /** A target or mock process started by the driver; always stopped by its own pid. */
 export interface Child {
@@ -15,16 +16,47 @@ export interface Child {
 }
 
 export const ROOT = path.resolve(__dirname, '..', '..');
+/** Where lib/ and bench/ are compiled for the children: inside ROOT, so that they find ROOT/node_modules. */
+export const BUILD_DIR = path.join(ROOT, 'node_modules', '.cache', 'ekf-bench');
 const live = new Set<ChildProcess>();
+let built = false;
 
 /**
- * Starts `file` (relative to bench/) in a fresh Node process, TypeScript loaded
- * by tsx in that same process (`node --import tsx`, not the tsx CLI, which
- * would put a second process between us and the target and skew its RSS),
- * and waits for the `PORT <n>` line.
+ * The children (mock, targets) run as plain JavaScript, as the published package does: lib/ and bench/
+ * compiled by esbuild, once per run, without keepNames. Under tsx, every function expression is wrapped in
+ * a `__name()` call that runs each time the closure is made; for lib/, which makes closures per request,
+ * that cost kf-3 3-20 µs per request that no user pays (the floors, with little code of their own, paid
+ * almost none of it). Returns the compiled path of `file` (relative to bench/).
+ */
+export function compiled(file: string): string {
+  if (!built) {
+    rmSync(BUILD_DIR, { recursive: true, force: true });
+    const sources = ['lib', 'bench'].flatMap((dir) =>
+      readdirSync(path.join(ROOT, dir), { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !f.startsWith('tmp'))
+        .map((f) => path.join(ROOT, dir, f)),
+    );
+    buildSync({
+      entryPoints: sources,
+      outdir: BUILD_DIR,
+      outbase: ROOT,
+      format: 'esm',
+      platform: 'node',
+      target: 'node22',
+      logLevel: 'warning',
+    });
+    writeFileSync(path.join(BUILD_DIR, 'package.json'), '{ "type": "module" }\n');
+    built = true;
+  }
+  return path.join(BUILD_DIR, 'bench', file.replace(/\.ts$/, '.js'));
+}
+
+/**
+ * Starts `file` (relative to bench/) in a fresh Node process, compiled (see `compiled`; no tsx CLI
+ * or loader between us and the target to skew its CPU or RSS), and waits for the `PORT <n>` line.
  */
 export function startChild(name: string, file: string, args: string[] = [], nodeFlags: string[] = []): Promise<Child> {
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path.join(ROOT, 'bench', file), ...args], {
+  const child = spawn(process.execPath, [...nodeFlags, compiled(file), ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });

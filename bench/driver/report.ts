@@ -7,13 +7,24 @@ export const STREAM_KINDS: readonly StreamKind[] = ['chat', 'responses', 'messag
 export const MEMORY_KINDS = ['chat', 'responses'] as const;
 export type MemoryKind = (typeof MEMORY_KINDS)[number];
 
-/** One target in one pass: the throughput run, the latency run and the streams, measured back to back. */
+/** One 50-connection run of one target. */
+export interface ThroughputRound {
+  throughput: LoadResult;
+  /** CPU time the target process (the mock, for direct) spent per request, in µs. */
+  cpuUsPerRequest: number;
+  /** Share of all CPUs used by processes other than the driver, the mock and the target during the run. */
+  otherLoad: number;
+}
+
+/** One target in one pass: its throughput rounds (interleaved with the other targets'), the latency run and the streams. */
 export interface PassFigures {
   pass: number;
+  /** The round of median CPU per request, with the median req/s of the rounds. */
   throughput: LoadResult;
-  /** CPU time the target process (the mock, for direct) spent per request at 50 connections, in µs. */
+  /** Median over the rounds of the CPU time the target process (the mock, for direct) spent per request at 50 connections, in µs. */
   cpuUsPerRequest: number;
-  /** Share of all CPUs used by processes other than the driver, the mock and the target during the throughput run. */
+  rounds: ThroughputRound[];
+  /** The highest share of all CPUs used by processes other than the driver, the mock and the target in one of the rounds. */
   otherLoad: number;
   latency: LoadResult;
   /** Time to the first content (ms) per kind of stream; absent for a target without an upstream. */

@@ -16,15 +16,21 @@ export interface Target {
   needs?: string;
   /** The mock must answer one 429 per answer (key 0 always rate limited). */
   failsOverOnce?: boolean;
+  /** A CPU check compares it: SETTINGS.rounds throughput runs per pass (the others: one). */
+  cpuChecked?: boolean;
+  /** Only its latency counts (the failover cost's extra round trip): no streams timed. */
+  latencyOnly?: boolean;
+  /** The failover check compares its p50 at 1 connection: SETTINGS.rounds latency runs per pass (the others: one). */
+  latencyChecked?: boolean;
 }
 
 /** The floors every target's CPU per request is divided by. */
 export const FLOORS = { A: 'express-json', B: 'express-relay', C: 'node-dispatch' } as const;
 
 /**
- * Table and measurement order (reversed every other pass). Each pair a check compares is measured
+ * Table and measurement order (reversed every other pass and round). Each pair a check compares is measured
  * back to back, seconds apart: node-dispatch and kf-node, express-relay and kf-3, kf-3 and kf-10k,
- * kf-10k and kf-scoped (kf-scoped one step from kf-3), kf-3 and control.
+ * kf-10k and kf-scoped (kf-scoped one step from kf-3), kf-3 and control; kf-429, relay-buffered and relay-retry.
  */
 export const TARGETS: Target[] = [
   { id: 'direct', name: 'direct to the mock (CPU: the mock)', upstream: true },
@@ -36,6 +42,7 @@ export const TARGETS: Target[] = [
     name: 'floor C: node:http + minimal undici dispatch()',
     file: 'targets/node-dispatch.ts',
     upstream: true,
+    cpuChecked: true,
     memory: 'first',
   },
   {
@@ -43,6 +50,7 @@ export const TARGETS: Target[] = [
     name: 'node:http + keyFailover, 3 keys',
     file: 'targets/kf-node.ts',
     upstream: true,
+    cpuChecked: true,
     memory: 'first',
     needs: 'mount not supported',
   },
@@ -51,19 +59,60 @@ export const TARGETS: Target[] = [
     name: 'floor B: Express + minimal undici request()',
     file: 'targets/express-relay.ts',
     upstream: true,
+    cpuChecked: true,
     memory: 'every',
   },
-  { id: 'kf-3', name: 'Express + keyFailover, 3 keys', file: 'targets/kf-3.ts', upstream: true, memory: 'every' },
-  { id: 'kf-10k', name: 'keyFailover, 10 000 keys, first 1 000 cooling', file: 'targets/kf-10k.ts', upstream: true },
+  {
+    id: 'kf-3',
+    name: 'Express + keyFailover, 3 keys',
+    file: 'targets/kf-3.ts',
+    upstream: true,
+    memory: 'every',
+    cpuChecked: true,
+    latencyChecked: true,
+  },
+  { id: 'kf-10k', name: 'keyFailover, 10 000 keys, first 1 000 cooling', file: 'targets/kf-10k.ts', upstream: true, cpuChecked: true },
   {
     id: 'kf-scoped',
     name: 'keyFailover, 3 keys, key 0 cooling for gpt-4o',
     file: 'targets/kf-scoped.ts',
     upstream: true,
+    cpuChecked: true,
     needs: 'needs scoped cooldowns',
   },
-  { id: 'control', name: 'control: kf-3 again, own process', file: 'targets/kf-3.ts', upstream: true, controlOf: 'kf-3' },
-  { id: 'kf-429', name: 'keyFailover, key 0 always 429', file: 'targets/kf-429.ts', upstream: true, failsOverOnce: true },
+  {
+    id: 'control',
+    name: 'control: kf-3 again, own process',
+    file: 'targets/kf-3.ts',
+    upstream: true,
+    controlOf: 'kf-3',
+    cpuChecked: true,
+  },
+  {
+    id: 'kf-429',
+    name: 'keyFailover, key 0 always 429',
+    file: 'targets/kf-429.ts',
+    upstream: true,
+    failsOverOnce: true,
+    latencyChecked: true,
+  },
+  {
+    id: 'relay-buffered',
+    name: 'Express + minimal undici request(), body buffered',
+    file: 'targets/relay-buffered.ts',
+    upstream: true,
+    latencyOnly: true,
+    latencyChecked: true,
+  },
+  {
+    id: 'relay-retry',
+    name: 'the same, first key always 429: one retry',
+    file: 'targets/relay-retry.ts',
+    upstream: true,
+    failsOverOnce: true,
+    latencyOnly: true,
+    latencyChecked: true,
+  },
 ];
 
 export function targetById(id: string): Target {

@@ -37,9 +37,9 @@ function without(headers: IncomingHttpHeaders, drop: string[]): Headers {
   return out;
 }
 
-export function requestHeaders(path: string, headers: IncomingHttpHeaders): Headers {
+export function requestHeaders(path: string, headers: IncomingHttpHeaders, key: string = KEYS[0]): Headers {
   const out = without(headers, [...HOP_BY_HOP, ...CREDENTIALS, 'host']);
-  const [name, value] = keyHeader(path, KEYS[0]);
+  const [name, value] = keyHeader(path, key);
   out[name] = value;
   return out;
 }
