@@ -278,8 +278,9 @@ async function loadPasses(mock: Child, figures: TargetFigures[]): Promise<void> 
         log(`  ${e.target.id}: n/a (${na})`);
         if (e.child) await stopChild(e.child);
       }
-      // All at once: the JIT needs requests, not seconds of the machine to itself (each run is prewarmed anyway).
-      await Promise.all(endpoints.map((e) => runLoad(e.port, 10, SETTINGS.warmupSeconds, jsonRequest(bearer(e)))));
+      // One at a time, each with the machine to itself: warmed up all at once (2 s, 10 connections each), the
+      // processes were still getting faster through the three rounds (~210, ~185, ~160 µs per request).
+      for (const e of endpoints) await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.warmupSeconds, jsonRequest(bearer(e)));
       // Requests still in flight in a target when autocannon stops must not land in the next target's window.
       await sleep(250);
       log(
@@ -368,11 +369,11 @@ async function main(): Promise<number> {
     memoryTable(figures, memoryIds),
     '',
     `Floors: A ${FLOORS.A}, B ${FLOORS.B}, C ${FLOORS.C}. Every ratio and difference is computed within each pass, then the median over the passes.`,
-    `${SETTINGS.passes} passes; each starts every target in a fresh process, self-checks and warms each up, then runs every target ` +
+    `${SETTINGS.passes} passes; each starts every target in a fresh process, self-checks and warms up each (${SETTINGS.warmupSeconds} s), then runs every target ` +
       `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections (${SETTINGS.rounds} interleaved rounds for those a CPU check compares, the median counts), ` +
       `then ${SETTINGS.latencySeconds} s at 1 connection and ${SETTINGS.streamSamples} sequential streams of each kind (order alternates). Added = minus direct.`,
     `1st content: time from sending to the whole first text delta (chat: the first event), median of the passes' p50s. ` +
-      `Memory: what ${SETTINGS.openStreams} more held-open streams add (after ${SETTINGS.fillStreams} already open), read after a full GC, / ${SETTINGS.openStreams}: ` +
+      `Memory: what ${SETTINGS.openStreams} more held-open streams add (after ${SETTINGS.fillStreams} already open), read after V8's last-resort GC, / ${SETTINGS.openStreams}: ` +
       `VmRSS, and the JS heap in use (heapUsed + external); fresh process per target and kind, ${SETTINGS.memoryPasses} memory passes.`,
     `Failover cost: p50(kf-429) - p50(kf-3) - (p50(relay-retry) - p50(relay-buffered)) = ${median(cost).toFixed(3)} ms (passes: ${values(cost, 3)}); ` +
       `the extra round trip, p50(relay-retry) - p50(relay-buffered) = ${median(retryTrip).toFixed(3)} ms (passes: ${values(retryTrip, 3)}); ` +
