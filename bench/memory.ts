@@ -34,7 +34,9 @@ async function main(): Promise<void> {
     const rss = new Map<string, number[]>(targets.map((t) => [t.id, []]));
     for (let pass = 0; pass < Number(passesArg); pass++) {
       for (const target of pass % 2 === 0 ? targets : [...targets].reverse()) {
-        const e = await startEndpoint(target, mock, ['--expose-gc', '--max-semi-space-size=1', '--min-semi-space-size=1']);
+        const e = await startEndpoint(target, mock, ['--expose-gc', '--max-semi-space-size=1', '--min-semi-space-size=1'], {
+          MALLOC_ARENA_MAX: '1',
+        });
         try {
           await runLoad(e.port, 10, 1, jsonRequest(bearer(e)));
           const fill = await openHeldStreams(e.port, mock.port, kind, e.key, FILL);

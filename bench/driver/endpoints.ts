@@ -16,10 +16,16 @@ export interface Endpoint {
 
 export const bearer = (e: Endpoint): string => `Bearer ${e.key}`;
 
-export async function startEndpoint(target: Target, mock: Child, nodeFlags: string[] = []): Promise<Endpoint> {
+/** Starts `target` (none for direct), with extra Node flags and environment variables. */
+export async function startEndpoint(
+  target: Target,
+  mock: Child,
+  nodeFlags: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Endpoint> {
   // Direct: the client must carry a key the mock accepts. Proxies get the client's key and must swap it.
   if (!target.file) return { target, port: mock.port, pid: mock.pid, key: KEYS[0] };
-  const child = await startChild(target.id, target.file, [`http://127.0.0.1:${mock.port}`], nodeFlags);
+  const child = await startChild(target.id, target.file, [`http://127.0.0.1:${mock.port}`], nodeFlags, env);
   return { target, port: child.port, pid: child.pid, key: CLIENT_KEY, child };
 }
 

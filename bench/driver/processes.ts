@@ -55,9 +55,16 @@ export function compiled(file: string): string {
  * Starts `file` (relative to bench/) in a fresh Node process, compiled (see `compiled`; no tsx CLI
  * or loader between us and the target to skew its CPU or RSS), and waits for the `PORT <n>` line.
  */
-export function startChild(name: string, file: string, args: string[] = [], nodeFlags: string[] = []): Promise<Child> {
+export function startChild(
+  name: string,
+  file: string,
+  args: string[] = [],
+  nodeFlags: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Child> {
   const child = spawn(process.execPath, [...nodeFlags, compiled(file), ...args], {
     cwd: ROOT,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   live.add(child);
