@@ -82,7 +82,13 @@ async function measureThroughput(e: Endpoint, mock: Child): Promise<ThroughputRo
   await prewarm(e, SETTINGS.throughputConnections);
   const rejectedBefore = await rejected();
   const [cpuBefore, oursBefore, machineBefore, started] = [cpuMs(e.pid), oursMs(), machineBusyMs(), performance.now()];
-  const throughput = await runLoad(e.port, SETTINGS.throughputConnections, SETTINGS.throughputSeconds, jsonRequest(bearer(e)));
+  const throughput = await runLoad(
+    e.port,
+    SETTINGS.throughputConnections,
+    SETTINGS.throughputSeconds,
+    jsonRequest(bearer(e)),
+    e.target.rate,
+  );
   const cpuUsPerRequest = ((cpuMs(e.pid) - cpuBefore) * 1000) / Math.max(1, throughput.ok + throughput.non2xx);
   const foreignMs = machineBusyMs() - machineBefore - (oursMs() - oursBefore);
   const otherLoad = Math.max(0, foreignMs / ((performance.now() - started) * os.cpus().length));

@@ -34,7 +34,13 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
  * POSTs `request` (the 1 KB chat body) to `port` over `connections` keep-alive connections for `seconds`,
  * in whole seconds: autocannon stops on its one-second tick (0.3 runs 1 s).
  */
-export async function runLoad(port: number, connections: number, seconds: number, request: LoadRequest): Promise<LoadResult> {
+export async function runLoad(
+  port: number,
+  connections: number,
+  seconds: number,
+  request: LoadRequest,
+  overallRate?: number,
+): Promise<LoadResult> {
   if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`runLoad: ${seconds} s; autocannon runs whole seconds`);
   const latencies: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
@@ -46,6 +52,7 @@ export async function runLoad(port: number, connections: number, seconds: number
         body: request.body,
         connections,
         duration: seconds,
+        ...(overallRate === undefined ? {} : { overallRate }),
         timeout: 10,
       },
       (error: unknown, result: autocannon.Result) => (error ? reject(error) : resolve(result)),
