@@ -56,12 +56,12 @@ const SETTINGS = {
   fillStreams: QUICK ? 100 : 250,
 };
 const HARD_LIMIT_MS = 600_000;
-// A full GC on request; young generation kept small, so that its empty pages do not hide what the streams add to RSS.
 // The load passes: no memory reducer. While a target sits idle (up to half a minute, while the others run), V8's
 // memory reducer collects and shrinks its heap, and its next second of load cost up to a third more CPU per
 // request (after 12 s idle, express-relay: 228, 263, 200, 183 µs; with the flag: 230, 181, 177, 177), more than
 // a 0.3 s prewarm gives back. A gateway under steady load never idles that long.
 const LOAD_NODE_FLAGS = ['--no-memory-reducer'];
+// The memory passes: a GC on request; young generation kept small, so that its empty pages do not hide what the streams add to RSS.
 const MEMORY_NODE_FLAGS = ['--expose-gc', '--max-semi-space-size=1', '--min-semi-space-size=1'];
 // One malloc arena: glibc gives each thread that allocates (V8's GC and compiler workers) an arena of its own, whose
 // free but unreturned pages added ~5 KB of RSS per stream to every row, by ±1-2 KB from one process to the next.

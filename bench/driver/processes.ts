@@ -33,7 +33,7 @@ export function compiled(file: string): string {
     rmSync(BUILD_DIR, { recursive: true, force: true });
     const sources = ['lib', 'bench'].flatMap((dir) =>
       readdirSync(path.join(ROOT, dir), { recursive: true, encoding: 'utf8' })
-        .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !f.startsWith('tmp'))
+        .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
         .map((f) => path.join(ROOT, dir, f)),
     );
     buildSync({
