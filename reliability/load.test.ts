@@ -399,7 +399,8 @@ test('2 000 requests at 100 concurrent against a chaos upstream: one complete, c
   expect(failures.slice(0, 20)).toEqual([]);
   // The run exercised what it claims to.
   expect(results.filter(Boolean)).toHaveLength(TOTAL);
-  expect(upstream429).toBeGreaterThan(20);
+  // Each retry style at least once (below); how many 429s beyond that depends on cooldowns on the real clock (8 in one CI run, 100 and more on an idle machine).
+  expect(upstream429).toBeGreaterThanOrEqual(RETRY_STYLES.length);
   expect(upstream401).toBeGreaterThan(5);
   for (const style of RETRY_STYLES) expect(upstream.retryStyles[style]).toBeGreaterThan(0);
   expect(upstream.counts.slow).toBeGreaterThan(20);
