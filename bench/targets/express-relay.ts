@@ -8,16 +8,13 @@
 import express from 'express';
 import { Pool } from 'undici';
 import { listen, upstream } from './listen.js';
-import { ROUTES, requestHeaders, responseHeaders } from './minimal-relay.js';
+import { ROUTES, abortOnClientGone, relayFailed, requestHeaders, responseHeaders } from './minimal-relay.js';
 
 const pool = new Pool(upstream);
 const app = express();
 app.use((req, res, next) => {
   if (req.method !== 'POST' || !ROUTES.has(req.path)) return next();
-  const controller = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
+  const controller = abortOnClientGone(res);
   pool
     .request({ method: 'POST', path: req.url, headers: requestHeaders(req.path, req.headers), body: req, signal: controller.signal })
     .then(
@@ -26,10 +23,7 @@ app.use((req, res, next) => {
         body.once('error', () => res.destroy());
         body.pipe(res);
       },
-      () => {
-        if (res.headersSent) return res.destroy();
-        res.writeHead(502).end();
-      },
+      () => relayFailed(res),
     );
 });
 listen(app);

@@ -10,21 +10,15 @@
 import express from 'express';
 import { Pool } from 'undici';
 import { listen, upstream } from './listen.js';
-import { ROUTES, requestHeaders, responseHeaders } from './minimal-relay.js';
+import { ROUTES, abortOnClientGone, relayFailed, requestHeaders, responseHeaders } from './minimal-relay.js';
 
 export function serveRetryRelay(keys: readonly string[]): void {
   const pool = new Pool(upstream);
   const app = express();
   app.use((req, res, next) => {
     if (req.method !== 'POST' || !ROUTES.has(req.path)) return next();
-    const controller = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
-    const failed = (): void => {
-      if (res.headersSent) return void res.destroy();
-      res.writeHead(502).end();
-    };
+    const controller = abortOnClientGone(res);
+    const failed = (): void => relayFailed(res);
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.once('error', failed);
